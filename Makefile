@@ -1,0 +1,47 @@
+# gandiv — `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.gandiv-installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test test-all lint format bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@touch $@
+
+install: $(STAMP) ## create .venv: $(TORCH_SPEC) first (override with TORCH_SPEC=...), then gandiv
+	@echo "gandiv installed in $(VENV)"
+
+run: install ## the main job: `gandiv train` with the default config (outputs/DATE/TIME)
+	$(BIN)/gandiv train
+
+test: install ## the default test suite (slow tests excluded)
+	$(BIN)/python -m pytest -q -m "not slow and not gpu"
+
+test-all: install ## every test, slow ones included (GPU tests skip without CUDA)
+	$(BIN)/python -m pytest -q
+
+lint: install ## ruff (lint + format check) and mypy
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
+
+format: install ## apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix src tests benchmarks
+	$(BIN)/ruff format src tests benchmarks
+
+bench: install ## benchmarks: gandiv's training step against a plain PyTorch loop (ratios)
+	$(BIN)/python benchmarks/bench_step.py
+
+clean: ## remove the environment and every run output
+	rm -rf $(VENV) outputs multirun .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,5 @@
+"""`python -m gandiv ...` is the `gandiv` command."""
+
+from gandiv.cli import main
+
+main()

@@ -1,0 +1,309 @@
+"""The Hydra task functions behind `gandiv train` and `gandiv eval`.
+
+This is the boundary where Hydra's config and global state are read; everything it calls takes
+plain arguments. Order matters for the user-error contract: the whole config is validated and
+every object is built before the first training step, so a bad input stops with one line and
+leaves no half-trained run behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from gandiv import config as C
+from gandiv.build import (
+    build_dataset,
+    build_model,
+    build_objective,
+    build_optimizer,
+    check_combination,
+    resolve_device,
+)
+from gandiv.data.splits import ToySplits
+from gandiv.errors import Interrupted, NumericalError, UserError
+from gandiv.evaluation.ground_truth import ground_truth_metrics
+from gandiv.models import GaussianModel
+from gandiv.models.base import GenerativeModel
+from gandiv.training.loop import Cadence, TrainResult
+from gandiv.training.loop import train as train_loop
+from gandiv.training.run_dir import RunDirectory
+
+log = logging.getLogger("gandiv")
+
+# Seed of the fixed noise behind samples.npy (the same for every run, so runs are comparable).
+SAMPLES_SEED = 20_240_601
+# Offset of the evaluation noise stream from the training seed (evaluation never draws from the
+# training generator, so changing the evaluation cadence never changes training).
+EVAL_SEED_OFFSET = 1_000_003
+
+
+def eval_generator(seed: int, step: int, device: torch.device) -> torch.Generator:
+    """The noise of the ground-truth metrics at `step` (apart from the training noise)."""
+    return torch.Generator(device=device).manual_seed(seed + EVAL_SEED_OFFSET * (step + 1))
+
+
+# ------------------------------------------------------------------------------------------------
+# gandiv train
+def _job_overrides() -> list[str]:
+    """The task overrides of this job, without ``resume=``, last value per key."""
+    latest: dict[str, str] = {}
+    for override in HydraConfig.get().overrides.task:
+        key = override.split("=", 1)[0]
+        if key.lstrip("+~") != "resume":
+            latest.pop(key, None)
+            latest[key] = override
+    return list(latest.values())
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two plain config containers."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = sorted(set(old) | set(new))
+        return [d for k in keys for d in _differences(old.get(k), new.get(k), f"{prefix}{k}.")]
+    return [] if old == new else [prefix.rstrip(".")]
+
+
+def _check_resumable(state: dict[str, Any], config: dict[str, Any], steps: int) -> None:
+    allowed = {f"trainer.{k}" for k in C.RESUMABLE_TRAINER_KEYS}
+    changed = [k for k in _differences(state["config"], config) if k not in allowed]
+    if changed:
+        may = ", ".join(sorted(allowed))
+        raise UserError(
+            "resume",
+            f"{', '.join(changed)} differ from the run's config; resuming may only change {may}",
+        )
+    if int(state["step"]) >= steps:
+        raise UserError(
+            "trainer.steps",
+            f"the run already reached step {state['step']}; pass a larger trainer.steps to "
+            "extend it",
+        )
+
+
+def _discard_unused(run: RunDirectory) -> None:
+    """Remove a run directory Hydra created for a run that was refused before it started."""
+    if run.path.is_dir() and {p.name for p in run.path.iterdir()} <= {".hydra", "train.log"}:
+        shutil.rmtree(run.path, ignore_errors=True)
+
+
+def model_parameters(model: GenerativeModel) -> dict[str, Any]:
+    """Fitted parameters worth reading directly (the Gaussian's mean and covariance)."""
+    if isinstance(model, GaussianModel):
+        return {
+            "mean": model.mean.detach().cpu().double().tolist(),
+            "cov": model.covariance.detach().cpu().double().tolist(),
+        }
+    return {}
+
+
+def train(cfg: DictConfig) -> None:
+    """`gandiv train`: validate, build, train, write the run directory."""
+    run = RunDirectory(HydraConfig.get().runtime.output_dir)
+    try:
+        session = _prepare_training(cfg, run)
+    except UserError:
+        if cfg.get("resume") is None:
+            _discard_unused(run)
+        raise
+    session()
+
+
+def _prepare_training(cfg: DictConfig, run: RunDirectory) -> Any:
+    started = time.perf_counter()
+    config = C.validate_train_config(cfg)
+    trainer = config.trainer
+    plain: dict[str, Any] = {
+        str(k): v
+        for k, v in OmegaConf.to_container(cfg, resolve=True).items()  # type: ignore[union-attr]
+        if k != "resume"
+    }
+
+    state = None
+    if config.resume is not None:
+        state = run.load_checkpoint()
+        _check_resumable(state, plain, trainer.steps)
+
+    data = build_dataset(config.dataset)
+    check_combination(config.objective, config.model, data)
+    device = resolve_device(trainer.device, "trainer.device")
+    n_train = config.dataset.n_train
+    if n_train is not None and trainer.batch_size > n_train:
+        raise UserError(
+            "trainer.batch_size",
+            f"{trainer.batch_size} is larger than the training set (dataset.n_train={n_train})",
+        )
+    if trainer.threads is not None:
+        torch.set_num_threads(trainer.threads)
+    torch.manual_seed(trainer.seed)
+    model = build_model(config.model, data.dim).to(device)
+    objective = build_objective(config.objective, data, trainer.grid_points).to(device)
+    optimizer = build_optimizer(
+        model.parameters(), trainer.optimizer, trainer.lr_g or trainer.lr, trainer.betas
+    )
+    splits = ToySplits(data, n_train, config.dataset.n_test, config.dataset.seed).to(device)
+    generator = torch.Generator(device=device).manual_seed(trainer.seed)
+
+    if state is not None:  # accepted: record the extended config in the run's own .hydra/
+        run.write_text(".hydra/config.yaml", OmegaConf.to_yaml(cfg))
+        run.write_text(".hydra/overrides.yaml", OmegaConf.to_yaml(_job_overrides()))
+
+    cache: dict[str, Any] = {}
+
+    def evaluate(step: int) -> dict[str, float]:
+        noise = eval_generator(trainer.seed, step, device)
+        model.eval()
+        metrics = ground_truth_metrics(data, model, noise, points=trainer.grid_points, cache=cache)
+        model.train()
+        return metrics
+
+    def session() -> None:
+        log.info(
+            "%s: dataset=%s (%d-D) model=%s objective=%s device=%s, %s steps",
+            "resuming " + str(run.path) if state else f"run directory {run.path}",
+            config.dataset.name,
+            data.dim,
+            config.model.name,
+            config.objective.name,
+            device,
+            trainer.steps,
+        )
+        summary: dict[str, Any] = {
+            "dataset": config.dataset.name,
+            "model": config.model.name,
+            "objective": config.objective.name,
+        }
+        try:
+            result = train_loop(
+                run=run,
+                splits=splits,
+                model=model,
+                objective=objective,
+                optimizer=optimizer,
+                generator=generator,
+                batch_size=trainer.batch_size,
+                cadence=Cadence(
+                    trainer.steps, trainer.log_every, trainer.eval_every, trainer.checkpoint_every
+                ),
+                evaluate=evaluate if model.has_density else None,
+                config=plain,
+                resume_from=state,
+                progress=trainer.progress,
+            )
+        except NumericalError as err:
+            run.write_summary({**summary, "status": "failed", "error": str(err)})
+            raise
+        except Interrupted as err:
+            run.write_summary({**summary, "status": "interrupted", "signal": err.signum})
+            raise
+        finally:
+            run.close()
+        _finish(run, model, result, summary, trainer.num_samples, started, device)
+
+    return session
+
+
+def _finish(
+    run: RunDirectory,
+    model: GenerativeModel,
+    result: TrainResult,
+    summary: dict[str, Any],
+    num_samples: int,
+    started: float,
+    device: torch.device,
+) -> None:
+    model.eval()
+    with torch.no_grad():
+        noise = torch.Generator(device=device).manual_seed(SAMPLES_SEED)
+        samples = model.sample(num_samples, noise)
+    run.save_samples(samples.detach().cpu().float().numpy())
+    steps_per_s = result.steps_this_session / max(result.session_train_time_s, 1e-9)
+    summary.update(
+        {
+            "status": "completed",
+            "steps": result.step,
+            "wall_time_s": round(time.perf_counter() - started, 4),
+            "train_time_s": round(result.train_time_s, 4),
+            "steps_per_s": round(steps_per_s, 2),
+            **result.last_losses,
+            **result.last_eval,
+            "params": model_parameters(model),
+        }
+    )
+    run.write_summary(summary)
+    shown = ", ".join(f"{k}={v:.4g}" for k, v in {**result.last_losses, **result.last_eval}.items())
+    log.info(
+        "done: %d steps, %.1f steps/s; %s; results in %s", result.step, steps_per_s, shown, run.path
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# gandiv eval
+def load_run(path: Path) -> tuple[C.TrainConfig, dict[str, Any]]:
+    """The validated config and the checkpoint of a finished run."""
+    run = RunDirectory(path)
+    try:
+        saved = OmegaConf.load(run.config_path)
+    except Exception as err:
+        raise UserError(str(run.config_path), f"unreadable ({err})") from None
+    if not isinstance(saved, DictConfig):
+        raise UserError(str(run.config_path), "not a gandiv train config")
+    try:
+        config = C.validate_train_config(saved)
+    except UserError as err:
+        raise UserError(str(run.config_path), f"not a valid gandiv train config ({err})") from None
+    return config, run.load_checkpoint()
+
+
+def evaluate(cfg: DictConfig) -> None:
+    """`gandiv eval run=DIR`: held-out likelihood and ground truth, written to DIR/eval.json."""
+    options = C.validate_eval_config(cfg)
+    run = RunDirectory(options.run)
+    config, state = load_run(run.path)
+    device = resolve_device(options.device, "device")
+    if options.threads is not None:
+        torch.set_num_threads(options.threads)
+    data = build_dataset(config.dataset)
+    model = build_model(config.model, data.dim).to(device)
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, KeyError) as err:
+        raise UserError(
+            str(run.checkpoint_path), f"does not match the run's model config ({err})"
+        ) from None
+    model.eval()
+    splits = ToySplits(data, config.dataset.n_train, config.dataset.n_test, config.dataset.seed).to(
+        device
+    )
+    results: dict[str, Any] = {"step": int(state["step"]), "n_test": len(splits.test)}
+    with torch.no_grad():
+        if model.has_density:
+            results["heldout_nll"] = float(-model.log_prob(splits.test).mean())
+            noise = eval_generator(config.trainer.seed, results["step"], device)
+            truth = ground_truth_metrics(data, model, noise, points=options.grid_points)
+            results["ground_truth"] = {
+                **truth,
+                "method": "quadrature" if data.dim <= 2 else "monte_carlo",
+            }
+        else:
+            results["heldout_nll"] = None
+            results["heldout_nll_reason"] = (
+                f"model={config.model.name} is an implicit generator: it has no density"
+            )
+    run.write_json("eval.json", results)
+    shown = ", ".join(
+        f"{k}={v:.4g}"
+        for k, v in {
+            "heldout_nll": results["heldout_nll"],
+            **results.get("ground_truth", {}),
+        }.items()
+        if isinstance(v, float)
+    )
+    log.info("eval of %s at step %d: %s", run.path, results["step"], shown)

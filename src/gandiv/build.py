@@ -1,0 +1,131 @@
+"""Builds data, models and objectives from the validated config (the config stops here).
+
+Everything below this module takes plain arguments. Mathematical validity (mixture weights,
+positive-definite covariances, a flow's dimension) is checked by the constructors themselves;
+their `ValueError`s are reported here as `UserError`s naming the config group at fault, and
+combinations that cannot work (maximum likelihood on a model without a density, ...) are refused
+before anything is trained.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+import torch
+from torch import nn
+
+from gandiv import config as C
+from gandiv.data.toy import Mixture, SwissRoll, ToyData, gaussian, grid25, ring8
+from gandiv.divergences import get_divergence
+from gandiv.errors import UserError
+from gandiv.models import CouplingFlow, GaussianModel, MLPCritic, MLPGenerator
+from gandiv.models.base import GenerativeModel
+from gandiv.objectives.base import Objective
+from gandiv.objectives.likelihood import Direct, ForwardKL, ReverseKL
+
+T = TypeVar("T")
+
+# What each model offers: a density (log q) and reparameterised samples.
+MODEL_HAS_DENSITY = {"gaussian": True, "flow": True, "mlp": False}
+OBJECTIVE_CLASSES: dict[str, type[Objective]] = {
+    "forward_kl": ForwardKL,
+    "reverse_kl": ReverseKL,
+    "direct": Direct,
+}
+
+
+def _checked(group: str, make: Callable[[], T]) -> T:
+    try:
+        return make()
+    except ValueError as err:
+        raise UserError(group, str(err)) from None
+
+
+def build_dataset(cfg: Any) -> ToyData:
+    """The toy distribution named by ``dataset.name``."""
+    if isinstance(cfg, C.MixtureConfig):
+        if (cfg.stds is None) == (cfg.covs is None):
+            raise UserError(
+                "dataset", "give exactly one of dataset.stds (isotropic) or dataset.covs (full)"
+            )
+        if cfg.stds is not None:
+            stds = cfg.stds
+            return _checked("dataset", lambda: Mixture.isotropic(cfg.weights, cfg.means, stds))
+        covs = cfg.covs
+        assert covs is not None
+        return _checked("dataset", lambda: Mixture(cfg.weights, cfg.means, covs))
+    if isinstance(cfg, C.GaussianDataConfig):
+        return _checked("dataset", lambda: gaussian(cfg.mean, cfg.cov))
+    if isinstance(cfg, C.SwissRollConfig):
+        return _checked("dataset", lambda: SwissRoll(noise=cfg.noise, scale=cfg.scale))
+    named: dict[str, Callable[[], ToyData]] = {"ring8": ring8, "grid25": grid25}
+    return named[cfg.name]()
+
+
+def build_model(cfg: Any, dim: int) -> GenerativeModel:
+    """The generative model named by ``model.name`` for data of dimension `dim`."""
+    if isinstance(cfg, C.GaussianModelConfig):
+        return _checked("model", lambda: GaussianModel(dim, cfg.init_std, cfg.init_mean_std))
+    if isinstance(cfg, C.FlowConfig):
+        return _checked("model", lambda: CouplingFlow(dim, cfg.depth, cfg.width, cfg.hidden_layers))
+    if isinstance(cfg, C.MLPGeneratorConfig):
+        return _checked(
+            "model",
+            lambda: MLPGenerator(dim, cfg.latent_dim, cfg.width, cfg.depth, cfg.activation),
+        )
+    raise AssertionError(f"no builder for model {cfg.name}")  # pragma: no cover
+
+
+def build_critic(cfg: C.MLPCriticConfig, dim: int) -> nn.Module:
+    """The critic named by ``critic.name`` (used by adversarial objectives and evaluation)."""
+    return _checked(
+        "critic", lambda: MLPCritic(dim, cfg.width, cfg.depth, cfg.activation, cfg.spectral_norm)
+    )
+
+
+def check_combination(objective: Any, model: Any, data: ToyData) -> None:
+    """Refuse objective/model/data combinations that cannot work, before any training."""
+    cls = OBJECTIVE_CLASSES[objective.name]
+    if cls.needs_model_density and not MODEL_HAS_DENSITY[model.name]:
+        raise UserError(
+            "objective",
+            f"{objective.name} needs a model with a density, but model={model.name} is an "
+            "implicit generator (samples only); use model=gaussian or model=flow",
+        )
+    if cls.needs_data_density and not getattr(data, "has_density", True):
+        raise UserError(
+            "objective",
+            f"{objective.name} needs the data's density, which is unknown for this dataset; "
+            "use objective=forward_kl or a sample-based objective",
+        )
+
+
+def build_objective(cfg: Any, data: ToyData, grid_points: int | None) -> Objective:
+    """The objective named by ``objective.name``."""
+    if cfg.name == "forward_kl":
+        return ForwardKL()
+    if cfg.name == "reverse_kl":
+        return ReverseKL(data)
+    if isinstance(cfg, C.DirectConfig):
+        row = _checked("objective", lambda: get_divergence(cfg.divergence, cfg.pi))
+        return Direct(data, row, grid_points)
+    raise AssertionError(f"no builder for objective {cfg.name}")  # pragma: no cover
+
+
+def build_optimizer(
+    params: Iterable[nn.Parameter], name: str, lr: float, betas: list[float]
+) -> torch.optim.Optimizer:
+    """Adam with `betas`, or SGD with momentum `betas[0]`."""
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, betas=(betas[0], betas[1]))
+    return torch.optim.SGD(params, lr=lr, momentum=betas[0])
+
+
+def resolve_device(name: str, key: str) -> torch.device:
+    """``auto`` picks CUDA when present; asking for CUDA without one is a user error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError(key, "cuda requested but no CUDA device is available; use auto or cpu")
+    return torch.device(name)

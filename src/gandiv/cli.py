@@ -1,0 +1,243 @@
+"""The `gandiv` command: dispatches `train` and `eval` to their Hydra apps.
+
+Each subcommand is a full Hydra application with its own top config (``conf/train.yaml``,
+``conf/eval.yaml``), so ``-m``, launchers, ``--cfg job``, ``--help`` and shell completion work as
+Hydra users expect. User errors — from Hydra's composition or from gandiv's own validation —
+end as one line on stderr and exit code 2; no traceback.
+
+Nothing here imports torch: ``--help`` and completion stay fast.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import CompactHydraException, HydraException, OverrideParseException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from gandiv.errors import (
+    EXIT_NUMERICAL,
+    EXIT_SIGINT,
+    EXIT_SIGTERM,
+    EXIT_USER_ERROR,
+    Interrupted,
+    NumericalError,
+    UserError,
+)
+
+USAGE = """\
+usage: gandiv <command> [overrides ...]
+
+commands:
+  train   fit a generative model under a chosen divergence, into a fresh run directory
+            gandiv train objective=reverse_kl trainer.steps=2000
+            gandiv train -m objective=direct objective.divergence=kl,reverse_kl,js
+            gandiv train resume=DIR trainer.steps=4000
+  eval    evaluate a finished run on its held-out split, writing DIR/eval.json
+            gandiv eval run=DIR
+
+Each command is a Hydra app: `gandiv train --help` lists its config groups and options,
+`gandiv train --cfg job` prints the composed config.
+Shell completion (bash): eval "$(gandiv train -sc install=bash)"
+"""
+
+COMMANDS = ("train", "eval")
+
+
+@contextmanager
+def _reported(command: str) -> Iterator[None]:
+    """Turn gandiv's own errors into one line and their exit code.
+
+    Used inside the Hydra task functions too: an exception leaving a task function makes Hydra
+    print a banner of its own first, a `SystemExit` does not.
+    """
+    try:
+        yield
+    except UserError as err:
+        _fail(command, str(err))
+    except NumericalError as err:
+        _fail(command, str(err), EXIT_NUMERICAL)
+    except Interrupted as err:
+        sys.stderr.write(f"gandiv {command}: {err}; checkpoint saved, resume with resume=DIR\n")
+        raise SystemExit(EXIT_SIGINT if err.signum == signal.SIGINT else EXIT_SIGTERM) from None
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def _train_app(cfg: DictConfig) -> None:
+    from gandiv.app import train
+
+    with _reported("train"):
+        train(cfg)
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="eval")
+def _eval_app(cfg: DictConfig) -> None:
+    from gandiv.app import evaluate
+
+    with _reported("eval"):
+        evaluate(cfg)
+
+
+_APPS: dict[str, Callable[[], Any]] = {"train": _train_app, "eval": _eval_app}
+
+
+def _fail(command: str, message: str, code: int = EXIT_USER_ERROR) -> None:
+    program = f"gandiv {command}" if command else "gandiv"
+    sys.stderr.write(f"{program}: error: {message}\n")
+    sys.stderr.flush()
+    raise SystemExit(code)
+
+
+def _first_line(text: str) -> str:
+    return next((line.strip() for line in text.splitlines() if line.strip()), text)
+
+
+def describe_hydra_error(err: Exception) -> str:
+    """One line for an error Hydra raised while parsing overrides or composing the config."""
+    text = str(err)
+    missing = re.search(r"Could not find '([^']+)/([^'/]+)'", text)
+    options = re.search(r"Available options in '([^']+)':\s*\n((?:\s+\S+\n?)+)", text)
+    if missing and options:
+        group, option = missing.groups()
+        choices = ", ".join(options.group(2).split())
+        return f"{group}={option}: unknown option; choose one of: {choices}"
+    if missing:
+        return f"{missing.group(1)}={missing.group(2)}: unknown option"
+    override = re.search(r"Could not override '([^']+)'", text)
+    if override:
+        key = override.group(1)
+        return f"{key}: unknown key (`gandiv train --cfg job` lists every key)"
+    appending = re.search(r"Could not append to config\. An item is already at '([^']+)'", text)
+    if appending:
+        key = appending.group(1)
+        return f"+{key}: the key already exists; set it without '+': {key}=VALUE"
+    if isinstance(err.__cause__, OmegaConfBaseException):
+        return f"{_first_line(text)}: {_first_line(str(err.__cause__))}"
+    return _first_line(text)
+
+
+def _describe_parse_error(args: Sequence[str], err: Exception) -> str:
+    """Name the override Hydra could not parse."""
+    parser = OverridesParser.create()
+    for arg in args:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        try:
+            parser.parse_overrides([arg])
+        except OverrideParseException as bad:
+            return (
+                f"{arg}: cannot parse this override ({_first_line(str(bad))}); quote lists and "
+                "strings for the shell, e.g. 'dataset.weights=[0.3,0.7]'"
+            )
+    return _first_line(str(err))
+
+
+def _arg_value(args: Sequence[str], key: str) -> str | None:
+    for arg in args:
+        if arg.startswith(f"{key}="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def _informational(args: Sequence[str]) -> bool:
+    flags = {"--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--shell-completion"}
+    return any(arg in flags or arg == "-sc" for arg in args)
+
+
+def _resume_args(args: list[str]) -> list[str]:
+    """`resume=DIR`: reuse the run's own overrides, continue in DIR, keep its .hydra/ intact."""
+    run = _arg_value(args, "resume")
+    if run is None or _informational(args):
+        return args
+    if "-m" in args or "--multirun" in args:
+        raise UserError("resume", "cannot be combined with -m/--multirun; resume one run at a time")
+    path = Path(run)
+    if not path.is_dir():
+        raise UserError("resume", f"'{run}' is not a directory; give a run directory to continue")
+    overrides_file = path / ".hydra" / "overrides.yaml"
+    if not overrides_file.is_file():
+        raise UserError("resume", f"'{run}' is not a gandiv run directory (no {overrides_file})")
+    if not (path / "checkpoints" / "last.pt").is_file():
+        raise UserError("resume", f"'{run}' has no checkpoints/last.pt to resume from")
+    try:
+        original = [str(o) for o in OmegaConf.load(overrides_file)]
+    except Exception as err:
+        raise UserError(str(overrides_file), f"unreadable ({_first_line(str(err))})") from None
+    original = [o for o in original if not o.startswith("resume=")]
+    return [*original, *args, f"hydra.run.dir={path}", "hydra.output_subdir=null"]
+
+
+def _eval_args(args: list[str]) -> list[str]:
+    if _informational(args):
+        return args
+    run = _arg_value(args, "run")
+    if run is None:
+        raise UserError("run", "missing; usage: gandiv eval run=DIR")
+    path = Path(run)
+    if not (path / ".hydra" / "config.yaml").is_file():
+        raise UserError("run", f"'{run}' is not a gandiv run directory (no .hydra/config.yaml)")
+    return args
+
+
+def _complete(args: list[str]) -> None:
+    """Shell completion: `gandiv -sc query=bash` with COMP_LINE set by the installed script."""
+    line = os.environ.get("COMP_LINE", "")
+    words = line.split()
+    completing_command = len(words) < 2 or (len(words) == 2 and not line.endswith(" "))
+    if any(a.startswith("query=") for a in args) and completing_command:
+        prefix = words[1] if len(words) == 2 else ""
+        print(" ".join(c for c in COMMANDS if c.startswith(prefix)))
+        return
+    command = words[1] if len(words) >= 2 and words[1] in COMMANDS else "train"
+    if len(words) >= 2 and words[1] in COMMANDS:
+        os.environ["COMP_LINE"] = line.replace(words[1], "", 1)
+    _run(command, args)
+
+
+def _run(command: str, args: list[str]) -> None:
+    """Run one Hydra app with `args`, translating user errors to one line and exit code 2."""
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # let errors reach us instead of Hydra's printer
+    with _reported(command):
+        args = _resume_args(args) if command == "train" else _eval_args(args)
+        sys.argv = [sys.argv[0], *args]
+        try:
+            _APPS[command]()
+        except OverrideParseException as err:
+            _fail(command, _describe_parse_error(args, err))
+        except CompactHydraException as err:
+            _fail(command, describe_hydra_error(err))
+        except HydraException as err:
+            _fail(command, _first_line(str(err)))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the `gandiv` console script."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args:
+        sys.stderr.write(USAGE)
+        raise SystemExit(EXIT_USER_ERROR)
+    if args[0] in ("-h", "--help", "help"):
+        sys.stdout.write(USAGE)
+        return
+    if args[0] in ("-sc", "--shell-completion"):
+        _complete(args)
+        return
+    command, rest = args[0], args[1:]
+    if command not in COMMANDS:
+        sys.stderr.write(USAGE)
+        _fail("", f"unknown command '{command}'; choose one of: {', '.join(COMMANDS)}")
+    _run(command, rest)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

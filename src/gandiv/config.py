@@ -1,0 +1,322 @@
+"""Typed schemas for the composed Hydra config, and their validation.
+
+This is the one boundary where the Hydra config is read: `validate_train_config` turns the
+composed `DictConfig` into plain dataclasses, rejecting unknown keys (including ``+key=``
+additions Hydra accepts silently), wrong types and out-of-range values with a `UserError`
+naming the key and what is allowed. Each group option's YAML file carries a ``name`` that picks
+its schema here. The schemas carry types and constraints only; default values live in the YAML
+files under ``conf/`` so there is one place for each.
+
+This module imports no torch, so the command line can answer ``--help`` quickly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+from gandiv.errors import UserError
+
+
+def _spec(**constraints: Any) -> Any:
+    """A required field (value from YAML) with constraints checked by `_check_constraints`."""
+    return field(default=MISSING, metadata=constraints)
+
+
+# --------------------------------------------------------------------------------------------
+# dataset/
+@dataclass
+class DatasetConfig:
+    name: str = _spec()
+    n_train: int | None = _spec(ge=1)
+    n_test: int = _spec(ge=2)
+    seed: int = _spec(ge=0)
+
+
+@dataclass
+class MixtureConfig(DatasetConfig):
+    weights: list[float] = _spec()
+    means: list[list[float]] = _spec()
+    stds: list[float] | None = _spec()
+    covs: list[list[list[float]]] | None = _spec()
+
+
+@dataclass
+class GaussianDataConfig(DatasetConfig):
+    mean: list[float] = _spec()
+    cov: list[list[float]] = _spec()
+
+
+@dataclass
+class SwissRollConfig(DatasetConfig):
+    noise: float = _spec(gt=0.0)
+    scale: float = _spec(gt=0.0)
+
+
+DATASETS: dict[str, type[DatasetConfig]] = {
+    "gaussian": GaussianDataConfig,
+    "mixture": MixtureConfig,
+    "ring8": DatasetConfig,
+    "grid25": DatasetConfig,
+    "swiss_roll": SwissRollConfig,
+}
+
+# --------------------------------------------------------------------------------------------
+# model/ and critic/
+ACTIVATION_NAMES = ("relu", "leaky_relu", "elu", "tanh", "silu")
+
+
+@dataclass
+class GaussianModelConfig:
+    name: str = _spec()
+    init_std: float = _spec(gt=0.0)
+    init_mean_std: float = _spec(ge=0.0)
+
+
+@dataclass
+class FlowConfig:
+    name: str = _spec()
+    depth: int = _spec(ge=1)
+    width: int = _spec(ge=1)
+    hidden_layers: int = _spec(ge=1)
+
+
+@dataclass
+class MLPGeneratorConfig:
+    name: str = _spec()
+    latent_dim: int = _spec(ge=1)
+    width: int = _spec(ge=1)
+    depth: int = _spec(ge=1)
+    activation: str = _spec(choices=ACTIVATION_NAMES)
+
+
+@dataclass
+class MLPCriticConfig:
+    name: str = _spec()
+    width: int = _spec(ge=1)
+    depth: int = _spec(ge=1)
+    activation: str = _spec(choices=ACTIVATION_NAMES)
+    spectral_norm: bool = _spec()
+
+
+MODELS: dict[str, type] = {
+    "gaussian": GaussianModelConfig,
+    "flow": FlowConfig,
+    "mlp": MLPGeneratorConfig,
+}
+CRITICS: dict[str, type] = {"mlp": MLPCriticConfig}
+
+# --------------------------------------------------------------------------------------------
+# objective/
+DIRECT_DIVERGENCES = (
+    "kl",
+    "reverse_kl",
+    "pearson",
+    "neyman",
+    "squared_hellinger",
+    "jeffrey",
+    "js",
+    "gan",
+    "total_variation",
+    "js_pi",
+)
+
+
+@dataclass
+class ObjectiveConfig:
+    name: str = _spec()
+
+
+@dataclass
+class DirectConfig(ObjectiveConfig):
+    divergence: str = _spec(choices=DIRECT_DIVERGENCES)
+    pi: float | None = _spec(gt=0.0, lt=1.0)
+
+
+OBJECTIVES: dict[str, type[ObjectiveConfig]] = {
+    "forward_kl": ObjectiveConfig,
+    "reverse_kl": ObjectiveConfig,
+    "direct": DirectConfig,
+}
+
+# --------------------------------------------------------------------------------------------
+# trainer/
+DEVICES = ("auto", "cpu", "cuda")
+OPTIMIZERS = ("adam", "sgd")
+
+
+@dataclass
+class TrainerConfig:
+    steps: int = _spec(ge=1)
+    batch_size: int = _spec(ge=1)
+    seed: int = _spec(ge=0)
+    device: str = _spec(choices=DEVICES)
+    threads: int | None = _spec(ge=1)
+    optimizer: str = _spec(choices=OPTIMIZERS)
+    lr: float = _spec(gt=0.0)
+    lr_g: float | None = _spec(gt=0.0)
+    lr_d: float | None = _spec(gt=0.0)
+    betas: list[float] = _spec(length=2, ge=0.0, lt=1.0)
+    log_every: int = _spec(ge=0)
+    eval_every: int = _spec(ge=0)
+    checkpoint_every: int = _spec(ge=0)
+    grid_points: int | None = _spec(ge=16)
+    num_samples: int = _spec(ge=1)
+    progress: bool = _spec()
+
+
+# Keys of `trainer` that may change when a run is resumed: how long it trains and how often it
+# logs, evaluates and saves. Everything else must match the checkpoint's config.
+RESUMABLE_TRAINER_KEYS = frozenset(
+    {"steps", "log_every", "eval_every", "checkpoint_every", "progress", "num_samples"}
+)
+
+
+@dataclass
+class TrainConfig:
+    """The validated config of `gandiv train`."""
+
+    dataset: Any
+    model: Any
+    objective: Any
+    critic: Any
+    trainer: TrainerConfig
+    resume: str | None
+
+
+@dataclass
+class EvalConfig:
+    """The validated config of `gandiv eval`."""
+
+    run: str = _spec()
+    threads: int | None = _spec(ge=1)
+    grid_points: int | None = _spec(ge=16)
+    device: str = _spec(choices=DEVICES)
+
+
+# --------------------------------------------------------------------------------------------
+def _describe(bound: str, value: float) -> str:
+    return {"ge": f">= {value}", "gt": f"> {value}", "le": f"<= {value}", "lt": f"< {value}"}[bound]
+
+
+def _check_value(key: str, value: Any, constraints: dict[str, Any]) -> None:
+    if value is None:
+        return
+    if isinstance(value, list) and "length" in constraints:
+        if len(value) != constraints["length"]:
+            raise UserError(key, f"must be a list of {constraints['length']} numbers, got {value}")
+        for item in value:
+            _check_value(key, item, {k: v for k, v in constraints.items() if k != "length"})
+        return
+    if "choices" in constraints and value not in constraints["choices"]:
+        allowed = ", ".join(constraints["choices"])
+        raise UserError(key, f"'{value}' is not allowed; choose one of: {allowed}")
+    compare = {
+        "ge": lambda a, b: a >= b,
+        "gt": lambda a, b: a > b,
+        "le": lambda a, b: a <= b,
+        "lt": lambda a, b: a < b,
+    }
+    bounds = [b for b in ("ge", "gt", "le", "lt") if b in constraints]
+    if any(not compare[b](value, constraints[b]) for b in bounds):
+        allowed = " and ".join(_describe(b, constraints[b]) for b in bounds)
+        raise UserError(key, f"must be {allowed}, got {value}")
+
+
+def _check_constraints(prefix: str, obj: Any) -> None:
+    for f in dataclasses.fields(obj):
+        _check_value(f"{prefix}{f.name}", getattr(obj, f.name), dict(f.metadata))
+
+
+def _as_floats(value: Any) -> Any:
+    """Integers written where numbers are expected (``[[-1], [1]]``) become floats."""
+    if isinstance(value, list):
+        return [_as_floats(v) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def to_schema(prefix: str, node: Any, schema: type) -> Any:
+    """Merge a config node into `schema` and return the checked dataclass instance.
+
+    `prefix` is the node's dotted path (``"trainer"``), used in messages.
+    """
+    if not isinstance(node, DictConfig):
+        raise UserError(prefix, f"must be a mapping of keys to values, got {node!r}")
+    allowed = [f.name for f in dataclasses.fields(schema)]
+    dot = f"{prefix}." if prefix else ""
+    for key in map(str, node):
+        if key not in allowed:
+            where = f"the {prefix} group" if prefix else "this command"
+            raise UserError(f"{dot}{key}", f"unknown key; {where} accepts: {', '.join(allowed)}")
+    plain = OmegaConf.to_container(node, resolve=True)
+    assert isinstance(plain, dict)
+    for f in dataclasses.fields(schema):
+        if "float" in str(f.type) and "list" in str(f.type) and f.name in plain:
+            plain[f.name] = _as_floats(plain[f.name])
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema), plain)
+        missing = sorted(OmegaConf.missing_keys(merged))
+        if missing:
+            raise UserError(f"{dot}{missing[0]}", "is required but has no value")
+        obj = OmegaConf.to_object(merged)
+    except ConfigKeyError as err:  # pragma: no cover - unknown keys are caught above
+        raise UserError(prefix, str(err).splitlines()[0]) from None
+    except OmegaConfBaseException as err:
+        full_key = getattr(err, "full_key", None)
+        key = dot + str(full_key) if full_key else prefix
+        raise UserError(key, str(err).splitlines()[0]) from None
+    _check_constraints(dot, obj)
+    return obj
+
+
+def _group(cfg: DictConfig, group: str, options: dict[str, type]) -> Any:
+    node = cfg.get(group)
+    if not isinstance(node, DictConfig) or "name" not in node:
+        allowed = ", ".join(sorted(options))
+        raise UserError(group, f"no option selected; choose one with {group}=NAME ({allowed})")
+    name = node.name
+    if name not in options:
+        allowed = ", ".join(sorted(options))
+        raise UserError(f"{group}.name", f"'{name}' is not one of: {allowed}")
+    return to_schema(group, node, options[name])
+
+
+_TOP_KEYS = ("dataset", "model", "objective", "critic", "trainer", "resume")
+
+
+def validate_train_config(cfg: DictConfig) -> TrainConfig:
+    """Check a composed `gandiv train` config and return it as typed dataclasses."""
+    for key in cfg:
+        if key not in _TOP_KEYS:
+            raise UserError(str(key), f"unknown key; the train config has: {', '.join(_TOP_KEYS)}")
+    resume = cfg.get("resume")
+    if resume is not None and not isinstance(resume, str):
+        raise UserError("resume", f"must be a run directory path, got {resume!r}")
+    objective = _group(cfg, "objective", OBJECTIVES)
+    if isinstance(objective, DirectConfig):
+        if objective.divergence == "js_pi" and objective.pi is None:
+            raise UserError("objective.pi", "divergence=js_pi needs objective.pi in (0, 1)")
+        if objective.divergence != "js_pi" and objective.pi is not None:
+            raise UserError(
+                "objective.pi", "only applies to objective.divergence=js_pi; remove it or set that"
+            )
+    return TrainConfig(
+        dataset=_group(cfg, "dataset", DATASETS),
+        model=_group(cfg, "model", MODELS),
+        objective=objective,
+        critic=_group(cfg, "critic", CRITICS),
+        trainer=to_schema("trainer", cfg.get("trainer"), TrainerConfig),
+        resume=resume,
+    )
+
+
+def validate_eval_config(cfg: DictConfig) -> EvalConfig:
+    """Check a composed `gandiv eval` config."""
+    result: EvalConfig = to_schema("", cfg, EvalConfig)
+    return result

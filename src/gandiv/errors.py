@@ -1,0 +1,36 @@
+"""The errors gandiv reports to its user, and the exit codes they map to."""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_CRASH = 1  # an internal error: a bug, reported with its traceback
+EXIT_USER_ERROR = 2  # bad input: one line naming the key or file and what is allowed
+EXIT_NUMERICAL = (
+    3  # a loss or a parameter became NaN/Inf: the run stopped, last good checkpoint kept
+)
+EXIT_SIGINT = 130
+EXIT_SIGTERM = 143
+
+
+class UserError(Exception):
+    """Bad input from the user: reported as one line, exit code 2, no traceback.
+
+    `where` names the config key or the file at fault (e.g. ``trainer.steps``).
+    """
+
+    def __init__(self, where: str, message: str) -> None:
+        super().__init__(f"{where}: {message}" if where else message)
+        self.where = where
+        self.message = message
+
+
+class NumericalError(Exception):
+    """A non-finite loss or parameter stopped training (exit code 3)."""
+
+
+class Interrupted(Exception):
+    """Training stopped by SIGINT/SIGTERM after saving a checkpoint (exit 130/143)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"interrupted by signal {signum}")
+        self.signum = signum

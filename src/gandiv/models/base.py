@@ -1,0 +1,44 @@
+"""The interface of every generator: a reparameterised sampler and, where one exists, a density."""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+
+import torch
+from torch import Tensor, nn
+
+
+def standard_normal(n: int, dim: int, generator: torch.Generator, like: Tensor) -> Tensor:
+    """Draw (n, dim) N(0, I) noise from ``generator`` with the dtype and device of ``like``."""
+    eps = torch.randn((n, dim), generator=generator, device=generator.device, dtype=like.dtype)
+    return eps.to(like.device)
+
+
+def standard_normal_log_prob(z: Tensor) -> Tensor:
+    """log N(z; 0, I) summed over the last dimension."""
+    return -0.5 * z.pow(2).sum(-1) - 0.5 * z.shape[-1] * math.log(2 * math.pi)
+
+
+class GenerativeModel(nn.Module, ABC):
+    """A model Q of data in R^dim: samples x ~ Q reparameterised as x = G_θ(noise), maybe log q(x).
+
+    ``sample`` must be differentiable with respect to the parameters (the reverse-KL and adversarial
+    objectives back-propagate through it); ``log_prob`` exists only when ``has_density`` is True.
+    """
+
+    dim: int
+    has_density: bool = False
+
+    @abstractmethod
+    def sample(self, n: int, generator: torch.Generator) -> Tensor:
+        """Return (n, dim) reparameterised samples, drawing all noise from ``generator``."""
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        """Return log q(x), shape (n,), for x of shape (n, dim)."""
+        raise NotImplementedError(f"{type(self).__name__} has no density: log_prob is unavailable")
+
+    def sample_with_log_prob(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """Return samples and their log q in one pass, both differentiable."""
+        x = self.sample(n, generator)
+        return x, self.log_prob(x)

@@ -1,0 +1,212 @@
+"""The training loop shared by every objective.
+
+One function, `train`, owns the step order, the cadences (log, evaluate, checkpoint), the
+non-finite check, signal handling and exact resumption. Losses are accumulated on the device and
+read back only at the logging cadence (each read is a host-device sync point).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
+
+import torch
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from gandiv.data.splits import ToySplits
+from gandiv.errors import Interrupted, NumericalError
+from gandiv.models.base import GenerativeModel
+from gandiv.objectives.base import Objective
+from gandiv.training.run_dir import RunDirectory
+
+log = logging.getLogger(__name__)
+
+# Keys of a metrics line that measure time rather than the computation (excluded when runs are
+# compared for exact reproducibility).
+TIMING_KEYS = frozenset({"time_s"})
+
+
+@dataclass
+class Cadence:
+    """How long to train and how often to log, evaluate and checkpoint (0 = only at the end)."""
+
+    steps: int
+    log_every: int
+    eval_every: int
+    checkpoint_every: int
+
+    @staticmethod
+    def due(step: int, every: int) -> bool:
+        return every > 0 and step % every == 0
+
+
+@dataclass
+class TrainResult:
+    """What the loop reports back for the summary."""
+
+    step: int
+    train_time_s: float
+    steps_this_session: int
+    session_train_time_s: float  # this session's loop time less evaluation and checkpoints
+    last_losses: dict[str, float] = field(default_factory=dict)
+    last_eval: dict[str, float] = field(default_factory=dict)
+
+
+class _StopSignals:
+    """Turns SIGINT/SIGTERM into a flag the loop checks between steps."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.signum = signum
+
+    @contextmanager
+    def installed(self) -> Iterator[_StopSignals]:
+        previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+
+def train(
+    *,
+    run: RunDirectory,  # writes metrics, checkpoints (the loop's only side effects)
+    splits: ToySplits,  # training batches (the held-out split is not touched here)
+    model: GenerativeModel,  # the model being fitted
+    objective: Objective,  # the loss the model minimises
+    optimizer: torch.optim.Optimizer,  # steps the model's parameters
+    generator: torch.Generator,  # every random draw of training: batches and model noise
+    batch_size: int,  # data points per step
+    cadence: Cadence,  # steps, and the log/eval/checkpoint cadences
+    evaluate: Callable[[int], dict[str, float]] | None,  # ground-truth metrics at a step
+    config: dict[str, Any],  # the run's resolved config, stored in every checkpoint
+    resume_from: dict[str, Any] | None = None,  # a loaded checkpoint to continue exactly
+    progress: bool = True,  # show a progress bar when stderr is a terminal
+) -> TrainResult:
+    """Train `model` on `objective` for `cadence.steps` steps; return what the summary needs."""
+    device = next(model.parameters()).device
+    step = 0
+    train_time = 0.0
+    sums: dict[str, torch.Tensor] = {"loss": torch.zeros((), device=device)}
+    count = 0
+    first_bad = torch.full((), -1, dtype=torch.long, device=device)
+    if resume_from is not None:
+        step = int(resume_from["step"])
+        train_time = float(resume_from["train_time_s"])
+        model.load_state_dict(resume_from["model"])
+        objective.load_state_dict(resume_from["objective"])
+        optimizer.load_state_dict(resume_from["optimizer"])
+        generator.set_state(resume_from["generator"])
+        torch.set_rng_state(resume_from["torch_rng"])
+        sums = {k: v.to(device) for k, v in resume_from["loss_sums"].items()}
+        count = int(resume_from["loss_count"])
+        first_bad = resume_from["first_bad"].to(device)
+        run.truncate_metrics(int(resume_from["metrics_bytes"]))
+    start_step = step
+    result = TrainResult(step, train_time, 0, 0.0)
+
+    def check_finite() -> None:
+        bad = int(first_bad)
+        if bad >= 0:
+            raise NumericalError(f"the loss became non-finite (NaN/Inf) at step {bad}")
+        for name, p in model.named_parameters():
+            if not torch.isfinite(p).all():
+                raise NumericalError(f"model parameter '{name}' became non-finite by step {step}")
+
+    def checkpoint() -> None:
+        check_finite()
+        run.save_checkpoint(
+            {
+                "step": step,
+                "model": model.state_dict(),
+                "objective": objective.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "generator": generator.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "loss_sums": {k: v.detach().cpu() for k, v in sums.items()},
+                "loss_count": count,
+                "first_bad": first_bad.cpu(),
+                "metrics_bytes": run.sync_metrics(),
+                "train_time_s": train_time + (time.perf_counter() - session_start),
+                "config": config,
+            }
+        )
+
+    session_start = time.perf_counter()
+    overhead = 0.0  # seconds spent evaluating and checkpointing, not training
+    signals = _StopSignals()
+    bar = tqdm(
+        total=cadence.steps,
+        initial=step,
+        disable=None if progress else True,
+        dynamic_ncols=True,
+        desc="train",
+        unit="step",
+    )
+    with signals.installed(), logging_redirect_tqdm(), bar:
+        if step == 0 and evaluate is not None and cadence.eval_every > 0:
+            result.last_eval = evaluate(0)
+            run.append_metrics({"step": 0, **result.last_eval, "time_s": 0.0})
+        model.train()
+        while step < cadence.steps:
+            batch = splits.batch(batch_size, generator)
+            loss = objective.model_loss(model, batch, generator)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            detached = loss.detach()
+            sums["loss"] += detached
+            count += 1
+            first_bad = torch.where(
+                (first_bad < 0) & ~torch.isfinite(detached),
+                torch.full_like(first_bad, step),
+                first_bad,
+            )
+
+            record: dict[str, Any] = {}
+            final = step == cadence.steps
+            if Cadence.due(step, cadence.log_every) or final:
+                check_finite()  # a sync point: reads the device
+                means = {k: float(v) / count for k, v in sums.items()}
+                record.update(means)
+                result.last_losses = means
+                for v in sums.values():
+                    v.zero_()
+                count = 0
+                bar.set_postfix(loss=f"{means['loss']:.4g}", refresh=False)
+            if evaluate is not None and (Cadence.due(step, cadence.eval_every) or final):
+                started = time.perf_counter()
+                result.last_eval = evaluate(step)
+                record.update(result.last_eval)
+                overhead += time.perf_counter() - started
+            if record:
+                elapsed = train_time + time.perf_counter() - session_start
+                run.append_metrics({"step": step, **record, "time_s": round(elapsed, 4)})
+                bar.update(step - bar.n)
+            if Cadence.due(step, cadence.checkpoint_every) or final:
+                started = time.perf_counter()
+                checkpoint()
+                overhead += time.perf_counter() - started
+            if signals.signum is not None and not final:
+                log.warning("signal %d received: checkpoint at step %d", signals.signum, step)
+                checkpoint()
+                raise Interrupted(signals.signum)
+        bar.update(step - bar.n)
+
+    session_time = time.perf_counter() - session_start
+    result.step = step
+    result.train_time_s = train_time + session_time
+    result.steps_this_session = step - start_step
+    result.session_train_time_s = session_time - overhead
+    return result

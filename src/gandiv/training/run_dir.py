@@ -1,0 +1,136 @@
+"""The run directory: the one object that writes a run's files (DESIGN.md §6).
+
+Every file that must survive a crash is written atomically: to a temporary file in the same
+directory, flushed and fsync'ed, then `os.replace`d over the old one, so a reader (or a resumed
+run) sees either the previous complete file or the new complete file, never a torn one.
+`metrics.jsonl` is append-only; a checkpoint records its length, and a resumed run truncates it
+back to that length so no step is logged twice.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import torch
+
+from gandiv.errors import UserError
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - directories cannot be opened on some platforms
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
+    """Write `path` atomically: temp file, flush, fsync, `os.replace`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    text = json.dumps(obj, indent=2, allow_nan=True) + "\n"
+    atomic_write(path, lambda handle: handle.write(text.encode()))
+
+
+class RunDirectory:
+    """Owns a run directory: metrics, checkpoints, summary, samples."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.metrics_path = self.path / "metrics.jsonl"
+        self.checkpoint_path = self.path / "checkpoints" / "last.pt"
+        self.summary_path = self.path / "summary.json"
+        self.samples_path = self.path / "samples.npy"
+        self.config_path = self.path / ".hydra" / "config.yaml"
+        self._metrics: IO[str] | None = None
+
+    # metrics.jsonl ------------------------------------------------------------------------
+    def append_metrics(self, record: dict[str, Any]) -> None:
+        """Append one JSON line (one logged step)."""
+        if self._metrics is None:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._metrics = open(self.metrics_path, "a", encoding="utf-8")  # noqa: SIM115
+        self._metrics.write(json.dumps(record) + "\n")
+        self._metrics.flush()
+
+    def sync_metrics(self) -> int:
+        """Make every metrics line so far durable; return the file's length in bytes."""
+        if self._metrics is not None:
+            self._metrics.flush()
+            os.fsync(self._metrics.fileno())
+        return self.metrics_path.stat().st_size if self.metrics_path.exists() else 0
+
+    def truncate_metrics(self, length: int) -> None:
+        """Drop lines written after the checkpoint that recorded `length` (resume)."""
+        self.close()
+        if self.metrics_path.exists():
+            with open(self.metrics_path, "r+b") as handle:
+                handle.truncate(length)
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        if not self.metrics_path.exists():
+            return []
+        with open(self.metrics_path, encoding="utf-8") as handle:
+            return [json.loads(line) for line in handle if line.strip()]
+
+    def close(self) -> None:
+        if self._metrics is not None:
+            self._metrics.close()
+            self._metrics = None
+
+    # checkpoints --------------------------------------------------------------------------
+    def save_checkpoint(self, state: dict[str, Any]) -> None:
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        atomic_write(self.checkpoint_path, lambda handle: handle.write(buffer.getbuffer()))
+
+    def load_checkpoint(self) -> dict[str, Any]:
+        if not self.checkpoint_path.is_file():
+            raise UserError(str(self.checkpoint_path), "missing; this run has no checkpoint")
+        try:
+            state: dict[str, Any] = torch.load(
+                self.checkpoint_path, map_location="cpu", weights_only=True
+            )
+        except Exception as err:
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise UserError(
+                str(self.checkpoint_path), f"unreadable or corrupt checkpoint ({reason})"
+            ) from None
+        if not isinstance(state, dict) or "step" not in state:
+            raise UserError(str(self.checkpoint_path), "not a gandiv checkpoint")
+        return state
+
+    # final files --------------------------------------------------------------------------
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        atomic_write_json(self.summary_path, summary)
+
+    def save_samples(self, samples: np.ndarray) -> None:
+        atomic_write(self.samples_path, lambda handle: np.save(handle, samples))
+
+    def write_json(self, name: str, obj: Any) -> None:
+        atomic_write_json(self.path / name, obj)
+
+    def write_text(self, relative: str, text: str) -> None:
+        atomic_write(self.path / relative, lambda handle: handle.write(text.encode()))

@@ -1,0 +1,86 @@
+"""Shared helpers: run the real `gandiv` command, in-process or as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gandiv.cli import main
+
+# Settings that make a real run take a second or two.
+TINY = [
+    "trainer.steps=40",
+    "trainer.log_every=10",
+    "trainer.eval_every=20",
+    "trainer.num_samples=500",
+]
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def gandiv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
+    """Call `gandiv ARGS...` in-process with the working directory at `tmp_path`."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["gandiv"])
+
+    def call(*args: str) -> Result:
+        capsys.readouterr()
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as exit_:
+            code = int(exit_.code or 0)
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    return call
+
+
+def run_cli(
+    *args: str, cwd: Path, timeout: float = 300, **kwargs: Any
+) -> subprocess.CompletedProcess:
+    """Run the installed command line in a subprocess (what a user types)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.run(
+        [sys.executable, "-m", "gandiv", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kwargs,
+    )
+
+
+def run_dirs(root: Path) -> list[Path]:
+    """Every run directory (one holding .hydra/) under `root`, oldest first."""
+    return sorted(p.parent for p in root.glob("outputs/*/*/.hydra"))
+
+
+def only_run(root: Path) -> Path:
+    runs = run_dirs(root)
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def metrics_without_time(run: Path) -> list[dict[str, Any]]:
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in line.items() if k != "time_s"} for line in lines]

@@ -1,0 +1,266 @@
+"""End-to-end runs of the real command: the run directory contract, determinism, resume, signals."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from gandiv.objectives.likelihood import ForwardKL
+
+from .conftest import TINY, metrics_without_time, only_run, read_json, run_cli, run_dirs
+
+RUN_FILES = [
+    ".hydra/config.yaml",
+    ".hydra/overrides.yaml",
+    ".hydra/hydra.yaml",
+    "train.log",
+    "metrics.jsonl",
+    "summary.json",
+    "checkpoints/last.pt",
+    "samples.npy",
+]
+
+
+def _digest(run: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(run)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(run.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _final_state(run: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run / "checkpoints" / "last.pt", weights_only=True)["model"]
+
+
+def test_default_run_through_the_real_command(tmp_path):
+    """`gandiv train` with no overrides: the README's main job, in a fresh directory."""
+    proc = run_cli("train", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    run = only_run(tmp_path)
+    assert re.fullmatch(
+        r"\d{4}-\d{2}-\d{2}/\d{2}-\d{2}-\d{2}-\d{6}", str(run.relative_to(tmp_path / "outputs"))
+    )
+    for name in RUN_FILES:
+        assert (run / name).is_file(), name
+    summary = read_json(run / "summary.json")
+    assert summary["status"] == "completed" and summary["steps"] == 1000
+    for key in ("wall_time_s", "steps_per_s", "kl_pq", "kl_qp", "js"):
+        assert isinstance(summary[key], float) and summary[key] >= 0, key
+    mean, cov = np.array(summary["params"]["mean"]), np.array(summary["params"]["cov"])
+    assert mean.shape == (2,) and cov.shape == (2, 2)
+    samples = np.load(run / "samples.npy")
+    assert samples.shape == (10_000, 2) and samples.dtype == np.float32
+    # The samples come from the fitted Gaussian.
+    assert np.allclose(samples.mean(0), mean, atol=0.1)
+    assert np.allclose(np.cov(samples.T), cov, atol=0.25)
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = [line["step"] for line in lines]
+    assert steps == sorted(set(steps)) and steps[0] == 0 and steps[-1] == 1000
+    assert all(line["step"] % 10 == 0 for line in lines)
+    evals = [line for line in lines if "kl_pq" in line]
+    assert [e["step"] for e in evals] == list(range(0, 1001, 100))
+    assert evals[-1]["kl_pq"] < evals[0]["kl_pq"]  # maximum likelihood lowered KL(P||Q)
+    assert "done: 1000 steps" in (run / "train.log").read_text()
+
+
+def test_flow_maximum_likelihood_through_the_real_command(tmp_path):
+    proc = run_cli(
+        "train",
+        "model=flow",
+        "model.depth=4",
+        "model.width=32",
+        "trainer.lr=0.003",
+        *TINY,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    run = only_run(tmp_path)
+    for name in RUN_FILES:
+        assert (run / name).is_file(), name
+    summary = read_json(run / "summary.json")
+    assert summary["model"] == "flow" and summary["steps"] == 40 and summary["params"] == {}
+    evals = [line for line in metrics_without_time(run) if "kl_pq" in line]
+    assert evals[-1]["kl_pq"] < evals[0]["kl_pq"]
+
+
+def test_same_seed_gives_identical_metrics(gandiv, tmp_path):
+    for _ in range(2):
+        assert gandiv("train", "objective=reverse_kl", *TINY).code == 0
+    first, second = run_dirs(tmp_path)
+    assert metrics_without_time(first) == metrics_without_time(second)
+    assert gandiv("train", "objective=reverse_kl", "trainer.seed=1", *TINY).code == 0
+    third = run_dirs(tmp_path)[-1]
+    assert metrics_without_time(third) != metrics_without_time(first)
+
+
+def test_resume_extends_a_run_exactly(gandiv, tmp_path):
+    args = ["objective=direct", "objective.divergence=js", "trainer.checkpoint_every=7", *TINY]
+    assert gandiv("train", *args, "trainer.steps=80").code == 0
+    straight = run_dirs(tmp_path)[0]
+    # Ending on the log and eval cadences, so the finished short run logged what the long one did.
+    assert gandiv("train", *args, "trainer.steps=60").code == 0
+    short = run_dirs(tmp_path)[1]
+    result = gandiv("train", f"resume={short}", "trainer.steps=80")
+    assert result.code == 0, result.err
+    assert len(run_dirs(tmp_path)) == 2  # continued in place
+    assert metrics_without_time(short) == metrics_without_time(straight)
+    for key, value in _final_state(straight).items():
+        assert torch.equal(value, _final_state(short)[key]), key
+    assert read_json(short / "summary.json")["steps"] == 80
+    assert "steps: 80" in (short / ".hydra" / "config.yaml").read_text()
+    assert "trainer.steps=80" in (short / ".hydra" / "overrides.yaml").read_text()
+
+
+def test_resume_refuses_changed_config_and_leaves_the_run_untouched(gandiv, tmp_path):
+    assert gandiv("train", *TINY).code == 0
+    run = only_run(tmp_path)
+    before = _digest(run)
+    changed = gandiv("train", f"resume={run}", "trainer.steps=80", "model.init_std=2.0")
+    assert changed.code == 2
+    assert "resume: model.init_std differ from the run's config" in changed.err
+    finished = gandiv("train", f"resume={run}")
+    assert finished.code == 2 and "trainer.steps: the run already reached step 40" in finished.err
+    assert _digest(run) == before
+
+
+def test_resume_refuses_a_corrupt_checkpoint(gandiv, tmp_path):
+    assert gandiv("train", *TINY).code == 0
+    run = only_run(tmp_path)
+    checkpoint = run / "checkpoints" / "last.pt"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:100])
+    result = gandiv("train", f"resume={run}", "trainer.steps=80")
+    assert result.code == 2 and "unreadable or corrupt checkpoint" in result.err
+    assert "Traceback" not in result.err
+
+
+def _start(tmp_path: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "gandiv", "train", *args],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+
+
+LONG = [
+    "objective=reverse_kl",
+    "trainer.steps=1500",
+    "trainer.log_every=5",
+    "trainer.eval_every=250",
+    "trainer.checkpoint_every=100",
+    "trainer.num_samples=500",
+]
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.37])
+def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, delay):
+    reference_root = tmp_path / "reference"
+    reference_root.mkdir()
+    assert run_cli("train", *LONG, cwd=reference_root).returncode == 0
+    reference = only_run(reference_root)
+
+    proc = _start(tmp_path, *LONG)
+    run_holder = tmp_path / "outputs"
+    _wait_for(run_holder, proc)
+    deadline = time.monotonic() + 120
+    while not list(run_holder.glob("*/*/checkpoints/last.pt")):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.01)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    run = only_run(tmp_path)
+    assert not (run / "summary.json").exists()  # it really died mid-run
+    resumed = run_cli("train", f"resume={run}", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert metrics_without_time(run) == metrics_without_time(reference)
+    for key, value in _final_state(reference).items():
+        assert torch.equal(value, _final_state(run)[key]), key
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_143(tmp_path):
+    proc = _start(tmp_path, *LONG)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob("outputs/*/*/metrics.jsonl")):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err and "checkpoint saved" in err
+    run = only_run(tmp_path)
+    summary = read_json(run / "summary.json")
+    assert summary["status"] == "interrupted"
+    step = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["step"]
+    assert 0 < step < 1500
+    assert metrics_without_time(run)[-1]["step"] <= step
+    resumed = run_cli("train", f"resume={run}", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert read_json(run / "summary.json")["status"] == "completed"
+
+
+def test_non_finite_loss_stops_with_exit_3_and_keeps_the_last_good_checkpoint(
+    gandiv, tmp_path, monkeypatch
+):
+    calls = {"n": 0}
+    original = ForwardKL.model_loss
+
+    def poisoned(self, model, batch, generator):
+        calls["n"] += 1
+        loss = original(self, model, batch, generator)
+        return loss * float("nan") if calls["n"] == 23 else loss
+
+    monkeypatch.setattr(ForwardKL, "model_loss", poisoned)
+    result = gandiv("train", "trainer.checkpoint_every=10", "trainer.log_every=5", *TINY[1:])
+    assert result.code == 3
+    assert "the loss became non-finite (NaN/Inf) at step 23" in result.err
+    assert "Traceback" not in result.err
+    run = only_run(tmp_path)
+    summary = read_json(run / "summary.json")
+    assert summary["status"] == "failed" and "step 23" in summary["error"]
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert state["step"] == 20
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+def test_multirun_writes_one_directory_per_job(gandiv, tmp_path):
+    result = gandiv("train", "-m", "objective=forward_kl,reverse_kl", *TINY)
+    assert result.code == 0, result.err
+    jobs = sorted(tmp_path.glob("multirun/*/*/*/summary.json"))
+    assert [read_json(j)["objective"] for j in jobs] == ["forward_kl", "reverse_kl"]
+    assert [j.parent.name for j in jobs] == ["0", "1"]
+
+
+def test_eval_reports_heldout_nll_and_the_training_ground_truth(gandiv, tmp_path):
+    assert gandiv("train", *TINY).code == 0
+    run = only_run(tmp_path)
+    result = gandiv("eval", f"run={run}")
+    assert result.code == 0, result.err
+    report = read_json(run / "eval.json")
+    summary = read_json(run / "summary.json")
+    assert report["step"] == 40 and report["n_test"] == 10_000
+    assert report["ground_truth"]["method"] == "quadrature"
+    assert report["ground_truth"]["kl_pq"] == pytest.approx(summary["kl_pq"], rel=1e-3)
+    # Held-out NLL = KL(P||Q) + H(P): it exceeds the KL by the data's entropy (> 0 here).
+    assert report["heldout_nll"] > report["ground_truth"]["kl_pq"]
+    assert (run / "eval.log").is_file()
