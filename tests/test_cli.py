@@ -36,7 +36,10 @@ USER_ERRORS = [
     (["train", "trainer.optimizer=lbfgs"], "trainer.optimizer: 'lbfgs' is not allowed"),
     (["train", "trainer.log_every=-1"], "trainer.log_every: must be >= 0"),
     (["train", "trainer.steps=[1"], "trainer.steps=[1: cannot parse this override"),
-    (["train", "objective=direct", "objective.divergence=bogus"], "objective.divergence: 'bogus'"),
+    (
+        ["train", "objective=direct", "objective.divergence=bogus"],
+        "objective.divergence: unknown divergence 'bogus'; allowed: kl, reverse_kl",
+    ),
     (["train", "objective=direct", "objective.divergence=js_pi"], "objective.pi: divergence=js_pi"),
     (
         ["train", "objective=direct", "objective.divergence=js_pi", "objective.pi=1.5"],

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from gandiv import config as C
 from gandiv.build import (
+    OBJECTIVE_CLASSES,
     build_dataset,
     build_model,
     build_objective,
@@ -150,6 +151,13 @@ def _prepare_training(cfg: DictConfig, run: RunDirectory) -> Any:
     )
     splits = ToySplits(data, n_train, config.dataset.n_test, config.dataset.seed).to(device)
     generator = torch.Generator(device=device).manual_seed(trainer.seed)
+
+    critic_keys = ("critic", "trainer.lr_d")
+    unused = [o for o in _job_overrides() if o.lstrip("+~").startswith(critic_keys)]
+    if unused and not OBJECTIVE_CLASSES[config.objective.name].uses_critic:
+        log.warning(
+            "ignored: %s (objective=%s trains no critic)", " ".join(unused), config.objective.name
+        )
 
     if state is not None:  # accepted: record the extended config in the run's own .hydra/
         run.write_text(".hydra/config.yaml", OmegaConf.to_yaml(cfg))

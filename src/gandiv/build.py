@@ -108,7 +108,7 @@ def build_objective(cfg: Any, data: ToyData, grid_points: int | None) -> Objecti
     if cfg.name == "reverse_kl":
         return ReverseKL(data)
     if isinstance(cfg, C.DirectConfig):
-        row = _checked("objective", lambda: get_divergence(cfg.divergence, cfg.pi))
+        row = _checked("objective.divergence", lambda: get_divergence(cfg.divergence, cfg.pi))
         return Direct(data, row, grid_points)
     raise AssertionError(f"no builder for objective {cfg.name}")  # pragma: no cover
 

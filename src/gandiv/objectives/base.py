@@ -21,6 +21,7 @@ class Objective(nn.Module):
     name: ClassVar[str]
     needs_model_density: ClassVar[bool] = False  # uses log q(x)
     needs_data_density: ClassVar[bool] = False  # uses log p(x): the data's density must be known
+    uses_critic: ClassVar[bool] = False  # trains a critic (the `critic` group, trainer.lr_d)
 
     def model_loss(
         self, model: GenerativeModel, batch: Tensor, generator: torch.Generator
