@@ -32,8 +32,8 @@ test-all: install ## every test, slow ones included (GPU tests skip without CUDA
 	$(BIN)/python -m pytest -q
 
 lint: install ## ruff (lint + format check) and mypy
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks docs
+	$(BIN)/ruff format --check src tests benchmarks docs
 	$(BIN)/mypy
 
 format: install ## apply ruff's fixes and formatting

@@ -1,0 +1,1 @@
+"""Figures: functions take arrays and return matplotlib figures; the caller saves them."""
