@@ -18,7 +18,7 @@ from .conftest import run_dirs
 USER_ERRORS = [
     (
         ["train", "objective=foo"],
-        "objective=foo: unknown option; choose one of: direct, forward_kl",
+        "objective=foo: unknown option; choose one of: direct, fgan, forward_kl, gan, js_pi",
     ),
     (["train", "dataset=nope"], "dataset=nope: unknown option; choose one of:"),
     (["train", "trainer.steps=abc"], "trainer.steps: Value 'abc'"),
@@ -49,6 +49,17 @@ USER_ERRORS = [
     (["train", "model=mlp"], "forward_kl needs a model with a density, but model=mlp"),
     (["train", "model=mlp", "objective=reverse_kl"], "reverse_kl needs a model with a density"),
     (["train", "model=mlp", "objective=direct"], "direct needs a model with a density"),
+    (
+        ["train", "objective=js_pi", "objective.pi=0"],
+        "objective.pi: must be > 0.0 and < 1.0, got 0",
+    ),
+    (["train", "objective=fgan", "objective.divergence=js_pi"], "for JS_π use objective=js_pi"),
+    (["train", "objective=fgan", "objective.generator=logit"], "objective.generator: 'logit'"),
+    (["train", "objective=gan", "objective.gradient_penalty=-1"], "gradient_penalty: must be >= 0"),
+    (["train", "objective=mmd", "objective.bandwidths=[]"], "bandwidths: must not be an empty"),
+    (["train", "objective=mmd", "objective.bandwidths=[0.5,0]"], "bandwidths: must be > 0.0"),
+    (["train", "objective=gan", "trainer.critic_steps=0"], "trainer.critic_steps: must be >= 1"),
+    (["train", "objective=gan", "critic.ema=1.0"], "critic.ema: must be >= 0.0 and < 1.0"),
     (["train", "model=flow", "model.depth=0"], "model.depth: must be >= 1"),
     (["train", "model=mlp", "model.activation=sigmoid"], "model.activation: 'sigmoid'"),
     (["train", "critic.activation=sigmoid"], "critic.activation: 'sigmoid' is not allowed"),

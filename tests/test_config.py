@@ -45,10 +45,13 @@ def test_every_option_composes_validates_and_builds(group, option):
     assert critic(x).shape == (8,)
     if cfg.model.name != "mlp":
         check_combination(cfg.objective, cfg.model, data)
-        objective = build_objective(cfg.objective, data, cfg.trainer.grid_points)
+        objective = build_objective(cfg.objective, data, cfg.critic, cfg.trainer.grid_points)
         batch = data.sample(16, torch.Generator().manual_seed(1))
         loss = objective.model_loss(model, batch, torch.Generator().manual_seed(2))
         assert torch.isfinite(loss)
+        if objective.uses_critic:
+            critic_loss, _ = objective.critic_loss(model, batch, torch.Generator())
+            assert torch.isfinite(critic_loss)
 
 
 @pytest.mark.parametrize("divergence", ["kl", "reverse_kl", "js", "total_variation"])
@@ -59,7 +62,7 @@ def test_direct_objective_on_every_dataset(dataset, divergence):
     )
     data = build_dataset(cfg.dataset)
     model = build_model(cfg.model, data.dim)
-    objective = build_objective(cfg.objective, data, 64)
+    objective = build_objective(cfg.objective, data, cfg.critic, 64)
     loss = objective.model_loss(model, data.sample(4, torch.Generator()), torch.Generator())
     loss.backward()
     assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in model.parameters())

@@ -145,14 +145,26 @@ def _prepare_training(cfg: DictConfig, run: RunDirectory) -> Any:
         torch.set_num_threads(trainer.threads)
     torch.manual_seed(trainer.seed)
     model = build_model(config.model, data.dim).to(device)
-    objective = build_objective(config.objective, data, trainer.grid_points).to(device)
+    objective = build_objective(config.objective, data, config.critic, trainer.grid_points).to(
+        device
+    )
     optimizer = build_optimizer(
         model.parameters(), trainer.optimizer, trainer.lr_g or trainer.lr, trainer.betas
+    )
+    critic_optimizer = (
+        build_optimizer(
+            objective.critic_parameters(),
+            trainer.optimizer,
+            trainer.lr_d or trainer.lr,
+            trainer.betas_d or trainer.betas,
+        )
+        if objective.uses_critic
+        else None
     )
     splits = ToySplits(data, n_train, config.dataset.n_test, config.dataset.seed).to(device)
     generator = torch.Generator(device=device).manual_seed(trainer.seed)
 
-    critic_keys = ("critic", "trainer.lr_d")
+    critic_keys = ("critic", "trainer.lr_d", "trainer.betas_d", "trainer.critic_steps")
     unused = [o for o in _job_overrides() if o.lstrip("+~").startswith(critic_keys)]
     if unused and not OBJECTIVE_CLASSES[config.objective.name].uses_critic:
         log.warning(
@@ -195,6 +207,8 @@ def _prepare_training(cfg: DictConfig, run: RunDirectory) -> Any:
                 model=model,
                 objective=objective,
                 optimizer=optimizer,
+                critic_optimizer=critic_optimizer,
+                critic_steps=trainer.critic_steps,
                 generator=generator,
                 batch_size=trainer.batch_size,
                 cadence=Cadence(

@@ -9,7 +9,7 @@ before anything is trained.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import torch
@@ -21,8 +21,10 @@ from gandiv.divergences import get_divergence
 from gandiv.errors import UserError
 from gandiv.models import CouplingFlow, GaussianModel, MLPCritic, MLPGenerator
 from gandiv.models.base import GenerativeModel
+from gandiv.objectives.adversarial import VariationalDivergence
 from gandiv.objectives.base import Objective
 from gandiv.objectives.likelihood import Direct, ForwardKL, ReverseKL
+from gandiv.objectives.mmd import MMD
 
 T = TypeVar("T")
 
@@ -32,6 +34,17 @@ OBJECTIVE_CLASSES: dict[str, type[Objective]] = {
     "forward_kl": ForwardKL,
     "reverse_kl": ReverseKL,
     "direct": Direct,
+    "mmd": MMD,
+    **dict.fromkeys(
+        ("gan", "ns_gan", "logit_gan", "reverse_kl_fgan", "fgan", "js_pi"), VariationalDivergence
+    ),
+}
+# The adversarial presets: (divergence row, model step).
+ADVERSARIAL_PRESETS = {
+    "gan": ("gan", "minimax"),
+    "ns_gan": ("gan", "nonsaturating"),
+    "logit_gan": ("gan", "logit"),
+    "reverse_kl_fgan": ("reverse_kl", "minimax"),
 }
 
 
@@ -101,8 +114,10 @@ def check_combination(objective: Any, model: Any, data: ToyData) -> None:
         )
 
 
-def build_objective(cfg: Any, data: ToyData, grid_points: int | None) -> Objective:
-    """The objective named by ``objective.name``."""
+def build_objective(
+    cfg: Any, data: ToyData, critic: C.MLPCriticConfig, grid_points: int | None
+) -> Objective:
+    """The objective named by ``objective.name`` (with its critic, for adversarial ones)."""
     if cfg.name == "forward_kl":
         return ForwardKL()
     if cfg.name == "reverse_kl":
@@ -110,11 +125,32 @@ def build_objective(cfg: Any, data: ToyData, grid_points: int | None) -> Objecti
     if isinstance(cfg, C.DirectConfig):
         row = _checked("objective.divergence", lambda: get_divergence(cfg.divergence, cfg.pi))
         return Direct(data, row, grid_points)
-    raise AssertionError(f"no builder for objective {cfg.name}")  # pragma: no cover
+    if isinstance(cfg, C.MMDConfig):
+        return MMD(cfg.bandwidths)
+    if isinstance(cfg, C.FGANConfig):
+        if cfg.divergence == "js_pi":
+            raise UserError(
+                "objective.divergence", "for JS_π use objective=js_pi objective.pi=VALUE"
+            )
+        row = _checked("objective.divergence", lambda: get_divergence(cfg.divergence))
+        step = cfg.generator
+    elif isinstance(cfg, C.JSPiConfig):
+        row, step = get_divergence("js_pi", cfg.pi), cfg.generator
+    else:
+        name, step = ADVERSARIAL_PRESETS[cfg.name]
+        row = get_divergence(name)
+    return VariationalDivergence(
+        cfg.name,
+        build_critic(critic, data.dim),
+        row,
+        step,
+        gradient_penalty=cfg.gradient_penalty,
+        critic_ema=critic.ema,
+    )
 
 
 def build_optimizer(
-    params: Iterable[nn.Parameter], name: str, lr: float, betas: list[float]
+    params: Iterable[nn.Parameter], name: str, lr: float, betas: Sequence[float]
 ) -> torch.optim.Optimizer:
     """Adam with `betas`, or SGD with momentum `betas[0]`."""
     if name == "adam":

@@ -101,6 +101,7 @@ class MLPCriticConfig:
     depth: int = _spec(ge=1)
     activation: str = _spec(choices=ACTIVATION_NAMES)
     spectral_norm: bool = _spec()
+    ema: float = _spec(ge=0.0, lt=1.0)
 
 
 MODELS: dict[str, type] = {
@@ -125,10 +126,41 @@ class DirectConfig(ObjectiveConfig):
     pi: float | None = _spec(gt=0.0, lt=1.0)
 
 
+@dataclass
+class AdversarialConfig(ObjectiveConfig):
+    """gan, ns_gan, logit_gan, reverse_kl_fgan: the divergence and model step are the name's."""
+
+    gradient_penalty: float = _spec(ge=0.0)
+
+
+@dataclass
+class FGANConfig(AdversarialConfig):
+    divergence: str = _spec()  # a row of gandiv.divergences (js_pi has its own objective)
+    generator: str = _spec(choices=("minimax", "nonsaturating"))
+
+
+@dataclass
+class JSPiConfig(AdversarialConfig):
+    pi: float = _spec(gt=0.0, lt=1.0)
+    generator: str = _spec(choices=("minimax", "nonsaturating"))
+
+
+@dataclass
+class MMDConfig(ObjectiveConfig):
+    bandwidths: list[float] = _spec(gt=0.0)
+
+
 OBJECTIVES: dict[str, type[ObjectiveConfig]] = {
     "forward_kl": ObjectiveConfig,
     "reverse_kl": ObjectiveConfig,
     "direct": DirectConfig,
+    "gan": AdversarialConfig,
+    "ns_gan": AdversarialConfig,
+    "logit_gan": AdversarialConfig,
+    "reverse_kl_fgan": AdversarialConfig,
+    "fgan": FGANConfig,
+    "js_pi": JSPiConfig,
+    "mmd": MMDConfig,
 }
 
 # --------------------------------------------------------------------------------------------
@@ -149,6 +181,8 @@ class TrainerConfig:
     lr_g: float | None = _spec(gt=0.0)
     lr_d: float | None = _spec(gt=0.0)
     betas: list[float] = _spec(length=2, ge=0.0, lt=1.0)
+    betas_d: list[float] | None = _spec(length=2, ge=0.0, lt=1.0)
+    critic_steps: int = _spec(ge=1)
     log_every: int = _spec(ge=0)
     eval_every: int = _spec(ge=0)
     checkpoint_every: int = _spec(ge=0)
@@ -194,9 +228,12 @@ def _describe(bound: str, value: float) -> str:
 def _check_value(key: str, value: Any, constraints: dict[str, Any]) -> None:
     if value is None:
         return
-    if isinstance(value, list) and "length" in constraints:
-        if len(value) != constraints["length"]:
-            raise UserError(key, f"must be a list of {constraints['length']} numbers, got {value}")
+    if isinstance(value, list):
+        length = constraints.get("length")
+        if length is not None and len(value) != length:
+            raise UserError(key, f"must be a list of {length} numbers, got {value}")
+        if not value:
+            raise UserError(key, "must not be an empty list")
         for item in value:
             _check_value(key, item, {k: v for k, v in constraints.items() if k != "length"})
         return

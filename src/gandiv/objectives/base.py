@@ -13,9 +13,9 @@ from gandiv.models.base import GenerativeModel
 class Objective(nn.Module):
     """A loss for the model, computed from a data batch and a noise generator.
 
-    The loop owns reduction-free bookkeeping, backward passes and optimiser steps; an objective
-    only returns the scalar the model minimises. Objectives are modules so that any state they
-    keep (e.g. a quadrature box) travels in checkpoints.
+    The loop owns backward passes, optimiser steps and bookkeeping; an objective only returns the
+    scalars to minimise: the model's, and for adversarial objectives the critic's. Objectives are
+    modules so that their state (a critic, a quadrature box) travels in checkpoints.
     """
 
     name: ClassVar[str]
@@ -27,3 +27,17 @@ class Objective(nn.Module):
         self, model: GenerativeModel, batch: Tensor, generator: torch.Generator
     ) -> Tensor:
         raise NotImplementedError
+
+    # Objectives with a critic (uses_critic) override these three.
+    def critic_parameters(self) -> list[nn.Parameter]:
+        """The critic's parameters, stepped by their own optimiser before each model step."""
+        return []
+
+    def critic_loss(
+        self, model: GenerativeModel, batch: Tensor, generator: torch.Generator
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """The loss the critic minimises, and detached metrics to log with it."""
+        raise NotImplementedError(f"{type(self).__name__} has no critic")
+
+    def after_critic_step(self) -> None:
+        """Called after each critic optimiser step (e.g. to update an average of its weights)."""

@@ -85,6 +85,8 @@ def train(
     model: GenerativeModel,  # the model being fitted
     objective: Objective,  # the loss the model minimises
     optimizer: torch.optim.Optimizer,  # steps the model's parameters
+    critic_optimizer: torch.optim.Optimizer | None,  # steps the critic's (adversarial objectives)
+    critic_steps: int,  # critic steps before each model step
     generator: torch.Generator,  # every random draw of training: batches and model noise
     batch_size: int,  # data points per step
     cadence: Cadence,  # steps, and the log/eval/checkpoint cadences
@@ -97,31 +99,47 @@ def train(
     device = next(model.parameters()).device
     step = 0
     train_time = 0.0
-    sums: dict[str, torch.Tensor] = {"loss": torch.zeros((), device=device)}
+    sums: dict[str, torch.Tensor] = {}
     count = 0
-    first_bad = torch.full((), -1, dtype=torch.long, device=device)
+    first_bad: dict[str, torch.Tensor] = {}  # per logged loss: the first step it was NaN/Inf
     if resume_from is not None:
         step = int(resume_from["step"])
         train_time = float(resume_from["train_time_s"])
         model.load_state_dict(resume_from["model"])
         objective.load_state_dict(resume_from["objective"])
         optimizer.load_state_dict(resume_from["optimizer"])
+        if critic_optimizer is not None:
+            critic_optimizer.load_state_dict(resume_from["critic_optimizer"])
         generator.set_state(resume_from["generator"])
         torch.set_rng_state(resume_from["torch_rng"])
         sums = {k: v.to(device) for k, v in resume_from["loss_sums"].items()}
         count = int(resume_from["loss_count"])
-        first_bad = resume_from["first_bad"].to(device)
+        first_bad = {k: v.to(device) for k, v in resume_from["first_bad"].items()}
         run.truncate_metrics(int(resume_from["metrics_bytes"]))
     start_step = step
     result = TrainResult(step, train_time, 0, 0.0)
 
+    def accumulate(name: str, value: torch.Tensor, at_step: int) -> None:
+        """Add to the running sum of `name` and note the first step it was not finite (no sync)."""
+        if name not in sums:
+            sums[name] = torch.zeros((), device=device)
+            first_bad[name] = torch.full((), -1, dtype=torch.long, device=device)
+        sums[name] += value
+        bad = first_bad[name]
+        first_bad[name] = torch.where((bad < 0) & ~torch.isfinite(value), at_step, bad)
+
     def check_finite() -> None:
-        bad = int(first_bad)
-        if bad >= 0:
-            raise NumericalError(f"the loss became non-finite (NaN/Inf) at step {bad}")
-        for name, p in model.named_parameters():
-            if not torch.isfinite(p).all():
-                raise NumericalError(f"model parameter '{name}' became non-finite by step {step}")
+        steps = {name: int(bad) for name, bad in first_bad.items()}  # a sync point
+        broken = sorted((s, name) for name, s in steps.items() if s >= 0)
+        if broken:
+            at, name = broken[0]
+            raise NumericalError(f"the {name} became non-finite (NaN/Inf) at step {at}")
+        for owner, module in (("model", model), ("objective", objective)):
+            for name, p in module.named_parameters():
+                if not torch.isfinite(p).all():
+                    raise NumericalError(
+                        f"{owner} parameter '{name}' became non-finite by step {step}"
+                    )
 
     def checkpoint() -> None:
         check_finite()
@@ -131,11 +149,14 @@ def train(
                 "model": model.state_dict(),
                 "objective": objective.state_dict(),
                 "optimizer": optimizer.state_dict(),
+                "critic_optimizer": (
+                    critic_optimizer.state_dict() if critic_optimizer is not None else None
+                ),
                 "generator": generator.get_state(),
                 "torch_rng": torch.get_rng_state(),
                 "loss_sums": {k: v.detach().cpu() for k, v in sums.items()},
                 "loss_count": count,
-                "first_bad": first_bad.cpu(),
+                "first_bad": {k: v.cpu() for k, v in first_bad.items()},
                 "metrics_bytes": run.sync_metrics(),
                 "train_time_s": train_time + (time.perf_counter() - session_start),
                 "config": config,
@@ -159,20 +180,24 @@ def train(
             run.append_metrics({"step": 0, **result.last_eval, "time_s": 0.0})
         model.train()
         while step < cadence.steps:
+            if critic_optimizer is not None:
+                for _ in range(critic_steps):
+                    batch = splits.batch(batch_size, generator)
+                    critic_loss, metrics = objective.critic_loss(model, batch, generator)
+                    critic_optimizer.zero_grad(set_to_none=True)
+                    critic_loss.backward()
+                    critic_optimizer.step()
+                    objective.after_critic_step()
+                    for name, value in metrics.items():
+                        accumulate(name, value / critic_steps, step + 1)
             batch = splits.batch(batch_size, generator)
             loss = objective.model_loss(model, batch, generator)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             step += 1
-            detached = loss.detach()
-            sums["loss"] += detached
+            accumulate("loss", loss.detach(), step)
             count += 1
-            first_bad = torch.where(
-                (first_bad < 0) & ~torch.isfinite(detached),
-                torch.full_like(first_bad, step),
-                first_bad,
-            )
 
             record: dict[str, Any] = {}
             final = step == cadence.steps

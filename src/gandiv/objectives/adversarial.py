@@ -1,0 +1,111 @@
+"""Adversarial objectives: a critic estimates a divergence from samples, the model minimises it.
+
+Every adversarial game here is Nowozin et al.'s (2016) variational divergence minimisation with one
+row of the divergence table (`gandiv.divergences`):
+
+    critic:  maximise  E_p[g_f(V(x))] − E_q[f*(g_f(V(x̂)))]    (eq. 6; V the raw critic output)
+    model:   minimax        minimise −E_q[f*(g_f(V(x̂)))]       (the same bound)
+             nonsaturating  maximise  E_q[g_f(V(x̂))]
+             logit          maximise  E_q[V(x̂)]                (Huszár's "alternative M-step #2")
+
+With the ``gan`` row, g_f(v) = log σ(v) and f*(g_f(v)) = softplus(v), so the critic is the original
+GAN discriminator D = σ(V) and the three model steps are Goodfellow et al.'s minimax step
+(minimise E_q log(1 − D)), the non-saturating step (maximise E_q log D), and Huszár's logit step
+(maximise E_q log D/(1 − D) ≈ −KL(Q‖P)). With the ``js_pi`` row the critic's objective is the
+class-weighted log loss π E_p log D + (1 − π) E_q log(1 − D) up to a constant: the discriminator of
+Huszár's JS_π sees real and fake in the ratio π : (1 − π); at its optimum D* = πp/(πp + (1−π)q)
+the bound equals JS_π(P‖Q).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from gandiv.divergences import FDivergence
+from gandiv.models.base import GenerativeModel
+from gandiv.objectives.base import Objective
+
+GENERATOR_LOSSES = ("minimax", "nonsaturating", "logit")
+
+
+class VariationalDivergence(Objective):
+    """The f-GAN game for one divergence row, with a choice of model step.
+
+    `gradient_penalty` γ adds Mescheder et al.'s (2018) R1 penalty γ/2 · E_p‖∇_x V(x)‖² to the
+    critic's loss. With `critic_ema` > 0 the model steps against an exponential moving average of
+    the critic's weights (decay `critic_ema`) instead of the critic itself.
+    """
+
+    uses_critic: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        name: str,
+        critic: nn.Module,
+        divergence: FDivergence,
+        generator_loss: str,
+        gradient_penalty: float = 0.0,
+        critic_ema: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if generator_loss not in GENERATOR_LOSSES:
+            raise ValueError(f"generator loss must be one of {GENERATOR_LOSSES}")
+        self.name = name  # type: ignore[misc]
+        self.critic = critic
+        self.divergence = divergence
+        self.generator_loss = generator_loss
+        self.gradient_penalty = gradient_penalty
+        self.critic_average = (
+            AveragedModel(critic, multi_avg_fn=get_ema_multi_avg_fn(critic_ema), use_buffers=True)
+            if critic_ema > 0
+            else None
+        )
+        if self.critic_average is not None:
+            self.critic_average.requires_grad_(False)
+
+    def critic_parameters(self) -> list[nn.Parameter]:
+        return list(self.critic.parameters())
+
+    def bound(self, v_real: Tensor, v_fake: Tensor) -> Tensor:
+        """E_p[g_f(V)] − E_q[f*(g_f(V))] from raw critic outputs: the critic's estimate of D_f."""
+        row = self.divergence
+        return row.activation(v_real).mean() - row.conjugate_activation(v_fake).mean()
+
+    def critic_loss(
+        self, model: GenerativeModel, batch: Tensor, generator: torch.Generator
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        # critic: maximise E_p[g_f(V(x))] − E_q[f*(g_f(V(x̂)))], model held fixed
+        self.critic.requires_grad_(True)
+        with torch.no_grad():
+            fake = model.sample(len(batch), generator)
+        both = torch.cat([batch, fake])  # one critic pass over real and fake
+        if self.gradient_penalty > 0:
+            both.requires_grad_(True)
+        v = self.critic(both)
+        v_real, v_fake = v[: len(batch)], v[len(batch) :]
+        bound = self.bound(v_real, v_fake)
+        loss = -bound
+        if self.gradient_penalty > 0:
+            (grad,) = torch.autograd.grad(v_real.sum(), both, create_graph=True)
+            loss = loss + 0.5 * self.gradient_penalty * grad[: len(batch)].pow(2).sum(1).mean()
+        return loss, {"critic_loss": loss.detach(), "bound": bound.detach()}
+
+    def after_critic_step(self) -> None:
+        if self.critic_average is not None:
+            self.critic_average.update_parameters(self.critic)
+
+    def model_loss(
+        self, model: GenerativeModel, batch: Tensor, generator: torch.Generator
+    ) -> Tensor:
+        self.critic.requires_grad_(False)  # gradients flow only into the model's parameters
+        critic = self.critic if self.critic_average is None else self.critic_average
+        v = critic(model.sample(len(batch), generator))
+        if self.generator_loss == "minimax":  # minimise the bound: −E_q[f*(g_f(V))]
+            return -self.divergence.conjugate_activation(v).mean()
+        if self.generator_loss == "nonsaturating":  # maximise E_q[g_f(V)]
+            return -self.divergence.activation(v).mean()
+        return -v.mean()  # logit: maximise E_q[V]
