@@ -176,11 +176,14 @@ def _prepare_training(cfg: DictConfig, run: RunDirectory) -> Any:
         run.write_text(".hydra/overrides.yaml", OmegaConf.to_yaml(_job_overrides()))
 
     cache: dict[str, Any] = {}
+    extra = {"objective_divergence": objective.divergence} if objective.divergence else None
 
     def evaluate(step: int) -> dict[str, float]:
         noise = eval_generator(trainer.seed, step, device)
         model.eval()
-        metrics = ground_truth_metrics(data, model, noise, points=trainer.grid_points, cache=cache)
+        metrics = ground_truth_metrics(
+            data, model, noise, points=trainer.grid_points, extra=extra, cache=cache
+        )
         model.train()
         return metrics
 
@@ -309,7 +312,11 @@ def evaluate(cfg: DictConfig) -> None:
         if model.has_density:
             results["heldout_nll"] = float(-model.log_prob(splits.test).mean())
             noise = eval_generator(config.trainer.seed, results["step"], device)
-            truth = ground_truth_metrics(data, model, noise, points=options.grid_points)
+            row = build_objective(config.objective, data, config.critic, None).divergence
+            extra = {"objective_divergence": row} if row is not None else None
+            truth = ground_truth_metrics(
+                data, model, noise, points=options.grid_points, extra=extra
+            )
             results["ground_truth"] = {
                 **truth,
                 "method": "quadrature" if data.dim <= 2 else "monte_carlo",

@@ -10,14 +10,20 @@ the metrics' printed precision for the smooth integrands involved.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor
 
 from gandiv.data.toy import ToyData
-from gandiv.divergences import get_divergence
-from gandiv.evaluation.quadrature import Grid, ground_truth, make_grid, monte_carlo_f_divergence
+from gandiv.divergences import FDivergence
+from gandiv.evaluation.quadrature import (
+    Grid,
+    ground_truth,
+    ground_truth_rows,
+    make_grid,
+    monte_carlo_f_divergence,
+)
 from gandiv.models.base import GenerativeModel
 
 # Largest grid per dimension: 4096 points on a line, 512² on a plane.
@@ -79,10 +85,12 @@ def ground_truth_metrics(
     generator: torch.Generator,
     points: int | None = None,
     pis: Sequence[float] = (),
+    extra: Mapping[str, FDivergence] | None = None,
     n_samples: int = 20_000,
     cache: dict[str, DataGrid] | None = None,
 ) -> dict[str, float]:
-    """KL(P‖Q) as ``kl_pq``, KL(Q‖P) as ``kl_qp``, the JSD as ``js`` (nats), ``js_pi_<π>``.
+    """KL(P‖Q) as ``kl_pq``, KL(Q‖P) as ``kl_qp``, the JSD as ``js`` (nats), ``js_pi_<π>`` and
+    any `extra` rows under their names.
 
     Exact by quadrature in 1-D/2-D, Monte Carlo with `n_samples` draws from each otherwise.
     `cache` (optional) keeps the data's grid between calls so log p is evaluated once per box.
@@ -97,19 +105,11 @@ def ground_truth_metrics(
                 if cache is not None:
                     cache["grid"] = held
             log_q = model.log_prob(held.grid.points.to(model_samples)).to(torch.float64)
-            return ground_truth(held.log_p, log_q, held.grid, pis)
+            return ground_truth(held.log_p, log_q, held.grid, pis, extra)
         data_samples = data.sample(n_samples, generator).to(model_samples)
         lp_data, lq_data = data.log_prob(data_samples), model.log_prob(data_samples)
         lp_model, lq_model = data.log_prob(model_samples), model.log_prob(model_samples)
-        metrics = {
-            "kl_pq": float((lp_data - lq_data).mean()),
-            "kl_qp": float((lq_model - lp_model).mean()),
-            "js": float(
-                monte_carlo_f_divergence(get_divergence("js"), lp_data, lq_data, lp_model, lq_model)
-            ),
+        return {
+            key: float(monte_carlo_f_divergence(row, lp_data, lq_data, lp_model, lq_model))
+            for key, row in ground_truth_rows(pis, extra).items()
         }
-        for pi in pis:
-            row = get_divergence("js_pi", pi)
-            value = monte_carlo_f_divergence(row, lp_data, lq_data, lp_model, lq_model)
-            metrics[f"js_pi_{pi:g}"] = float(value)
-        return metrics

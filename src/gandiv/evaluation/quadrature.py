@@ -8,7 +8,7 @@ D_f(P‖Q) = ∫ q f(p/q) dx (Nowozin, Cseke & Tomioka 2016, eq. 2) is integrate
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -94,17 +94,31 @@ def f_divergence(div: FDivergence, log_p: Tensor, log_q: Tensor, grid: Grid) -> 
     return integrate(div.perspective(a, b), grid)
 
 
-def ground_truth(
-    log_p: Tensor, log_q: Tensor, grid: Grid, pis: Sequence[float] = ()
-) -> dict[str, float]:
-    """KL(P‖Q), KL(Q‖P), JS and JS_π (Huszár 2015) by quadrature, as plain floats.
+def ground_truth_rows(
+    pis: Sequence[float] = (), extra: Mapping[str, FDivergence] | None = None
+) -> dict[str, FDivergence]:
+    """The rows of the ground-truth metrics, by metric name.
 
-    Keys: ``kl_pq``, ``kl_qp``, ``js`` and ``js_pi(pi).name`` (``f"js_pi_{pi:g}"``) for each π.
+    ``kl_pq`` = KL(P‖Q), ``kl_qp`` = KL(Q‖P), ``js``, ``js_pi(pi).name`` (``f"js_pi_{pi:g}"``) for
+    each π, and any `extra` rows under their given names.
     """
     rows = {"kl_pq": DIVERGENCES["kl"], "kl_qp": DIVERGENCES["reverse_kl"], "js": DIVERGENCES["js"]}
     for pi in pis:
         row = js_pi(pi)
         rows[row.name] = row
+    return {**rows, **(extra or {})}
+
+
+def ground_truth(
+    log_p: Tensor,
+    log_q: Tensor,
+    grid: Grid,
+    pis: Sequence[float] = (),
+    extra: Mapping[str, FDivergence] | None = None,
+) -> dict[str, float]:
+    """KL(P‖Q), KL(Q‖P), JS, JS_π (Huszár 2015) and `extra` rows by quadrature, as plain floats
+    (keys as in `ground_truth_rows`)."""
+    rows = ground_truth_rows(pis, extra)
     with torch.no_grad():
         return {key: float(f_divergence(row, log_p, log_q, grid)) for key, row in rows.items()}
 

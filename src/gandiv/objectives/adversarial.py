@@ -41,6 +41,7 @@ class VariationalDivergence(Objective):
     """
 
     uses_critic: ClassVar[bool] = True
+    divergence: FDivergence
 
     def __init__(
         self,

@@ -7,6 +7,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
+from gandiv.divergences import FDivergence
 from gandiv.models.base import GenerativeModel
 
 
@@ -22,6 +23,9 @@ class Objective(nn.Module):
     needs_model_density: ClassVar[bool] = False  # uses log q(x)
     needs_data_density: ClassVar[bool] = False  # uses log p(x): the data's density must be known
     uses_critic: ClassVar[bool] = False  # trains a critic (the `critic` group, trainer.lr_d)
+    # The divergence D(P‖Q) the objective minimises, if it is a row of the table: its true value
+    # is reported as the ground-truth metric ``objective_divergence``.
+    divergence: FDivergence | None = None
 
     def model_loss(
         self, model: GenerativeModel, batch: Tensor, generator: torch.Generator

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from gandiv.data.toy import ToyData
-from gandiv.divergences import FDivergence
+from gandiv.divergences import DIVERGENCES, FDivergence
 from gandiv.evaluation.ground_truth import DataGrid, quadrature_box
 from gandiv.evaluation.quadrature import f_divergence, integrate, monte_carlo_f_divergence
 from gandiv.models.base import GenerativeModel
@@ -20,6 +20,7 @@ class ForwardKL(Objective):
 
     name = "forward_kl"
     needs_model_density = True
+    divergence = DIVERGENCES["kl"]
 
     def model_loss(
         self, model: GenerativeModel, batch: Tensor, generator: torch.Generator
@@ -36,6 +37,7 @@ class ReverseKL(Objective):
     name = "reverse_kl"
     needs_model_density = True
     needs_data_density = True
+    divergence = DIVERGENCES["reverse_kl"]
 
     def __init__(self, data: ToyData) -> None:
         super().__init__()
@@ -62,6 +64,7 @@ class Direct(Objective):
     needs_model_density = True
     needs_data_density = True
     leak_tolerance = 1e-3
+    divergence: FDivergence
 
     def __init__(self, data: ToyData, divergence: FDivergence, grid_points: int | None) -> None:
         super().__init__()

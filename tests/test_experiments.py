@@ -1,0 +1,122 @@
+"""The preset experiments reproduce the sources' findings (through the real command)."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from .conftest import read_json, run_dirs
+
+
+def _sweep(gandiv, tmp_path: Path, *args: str) -> tuple[Path, list[dict[str, str]]]:
+    result = gandiv("train", "-m", *args)
+    assert result.code == 0, result.err
+    (root,) = tmp_path.glob("multirun/*/*")
+    with open(root / "sweep.csv") as handle:
+        return root, list(csv.DictReader(handle))
+
+
+def _by(rows: list[dict[str, str]], key: str) -> dict[str, dict[str, str]]:
+    return {row[key]: row for row in rows}
+
+
+def _check_fgan_table(root: Path, divergences: list[str]) -> None:
+    with open(root / "table.csv") as handle:
+        table = _by(list(csv.DictReader(handle)), "divergence")
+    assert (
+        "| divergence | direct_mu | direct_sigma | direct_D_f |" in (root / "table.md").read_text()
+    )
+    for name in divergences:
+        row = table[name]
+        assert abs(float(row["adversarial_mu"]) - float(row["direct_mu"])) < 0.1, row
+        assert abs(float(row["adversarial_sigma"]) - float(row["direct_sigma"])) < 0.1, row
+        # the direct fit is the optimum of D_f: the adversarial fit cannot do better
+        assert float(row["adversarial_D_f"]) >= float(row["direct_D_f"]) - 1e-4, row
+
+
+def test_fgan_mixture_preset_adversarial_fits_match_the_direct_optimum(gandiv, tmp_path):
+    root, rows = _sweep(gandiv, tmp_path, "+experiment=fgan_mixture", "objective.divergence=kl,js")
+    assert len(rows) == 4 and {r["status"] for r in rows} == {"ok"}
+    _check_fgan_table(root, ["kl", "js"])
+
+
+@pytest.mark.slow
+def test_fgan_mixture_preset_for_every_required_divergence(gandiv, tmp_path):
+    root, rows = _sweep(gandiv, tmp_path, "+experiment=fgan_mixture")
+    assert len(rows) == 16
+    _check_fgan_table(root, ["kl", "reverse_kl", "pearson", "squared_hellinger", "js"])
+
+
+def test_raffel_presets_cover_versus_seek_modes(gandiv, tmp_path):
+    """Forward KL covers both modes; reverse KL, with p or with samples only, sits on one."""
+    _, rows = _sweep(
+        gandiv,
+        tmp_path,
+        "+experiment=raffel_forward_kl,raffel_reverse_kl,raffel_reverse_kl_fgan",
+    )
+    fits = _by(rows, "experiment")
+    forward = fits["raffel_forward_kl"]
+    assert float(forward["kl_pq"]) < 1.0 and float(forward["kl_qp"]) > 1.0
+    for name in ("raffel_reverse_kl", "raffel_reverse_kl_fgan"):
+        # on one of two equal, well-separated components KL(Q‖P) = log 2, and half of P is missed
+        assert float(fits[name]["kl_qp"]) == pytest.approx(math.log(2), abs=0.05), name
+        assert float(fits[name]["kl_pq"]) > 5 * float(forward["kl_pq"]), name
+
+
+def test_logit_gan_seeks_a_mode_and_the_gans_lie_between(gandiv, tmp_path):
+    _, rows = _sweep(
+        gandiv,
+        tmp_path,
+        "+experiment=raffel_forward_kl",
+        "objective=forward_kl,gan,ns_gan,logit_gan",
+    )
+    fits = _by(rows, "objective")
+    forward, logit = fits["forward_kl"], fits["logit_gan"]
+    assert float(logit["kl_qp"]) == pytest.approx(math.log(2), abs=0.05)
+    for name in ("gan", "ns_gan"):
+        for key in ("kl_pq", "kl_qp"):
+            low, high = sorted((float(forward[key]), float(logit[key])))
+            slack = max(0.05, 0.02 * high)  # fits on the same mode differ by estimation noise
+            assert low - slack <= float(fits[name][key]) <= high + slack, (name, key)
+
+
+def test_mmd_fit_of_a_gaussian_recovers_its_mean_and_covariance(gandiv, tmp_path):
+    result = gandiv(
+        "train",
+        "dataset=gaussian",
+        "objective=mmd",
+        "trainer.batch_size=256",
+        "trainer.steps=800",
+        "trainer.eval_every=0",
+    )
+    assert result.code == 0, result.err
+    summary = read_json(run_dirs(tmp_path)[0] / "summary.json")
+    assert np.abs(np.array(summary["params"]["mean"]) - [1.0, -0.5]).max() < 0.1
+    assert np.abs(np.array(summary["params"]["cov"]) - [[1.0, 0.8], [0.8, 1.0]]).max() < 0.1
+
+
+def _check_pi_trend(rows: list[dict[str, str]]) -> None:
+    rows = sorted(rows, key=lambda r: float(r["objective.pi"]))
+    kl_pq = [float(r["kl_pq"]) for r in rows]
+    kl_qp = [float(r["kl_qp"]) for r in rows]
+    noise = 0.05
+    assert all(b >= a - noise for a, b in itertools.pairwise(kl_pq)), kl_pq
+    assert all(b <= a + noise for a, b in itertools.pairwise(kl_qp)), kl_qp
+    assert kl_pq[-1] > kl_pq[0] + 1 and kl_qp[-1] < kl_qp[0] - 0.5  # it really moved
+
+
+def test_js_pi_moves_from_covering_to_mode_seeking_as_pi_grows(gandiv, tmp_path):
+    _, rows = _sweep(gandiv, tmp_path, "+experiment=huszar_pi_sweep", "objective.pi=0.1,0.9")
+    _check_pi_trend(rows)
+
+
+@pytest.mark.slow
+def test_huszar_pi_sweep_preset(gandiv, tmp_path):
+    _, rows = _sweep(gandiv, tmp_path, "+experiment=huszar_pi_sweep")
+    assert [float(r["objective.pi"]) for r in rows] == [0.1, 0.3, 0.5, 0.7, 0.9]
+    _check_pi_trend(rows)
