@@ -78,3 +78,33 @@ def test_schemas_and_yaml_files_name_the_same_options():
     assert {p.stem for p in (CONF / "model").glob("*.yaml")} == set(C.MODELS)
     assert {p.stem for p in (CONF / "objective").glob("*.yaml")} == set(C.OBJECTIVES)
     assert {p.stem for p in (CONF / "critic").glob("*.yaml")} == set(C.CRITICS)
+
+
+SAMPLE_BASED = ["gan", "ns_gan", "logit_gan", "reverse_kl_fgan", "fgan", "js_pi", "mmd"]
+
+
+@pytest.mark.parametrize("dataset", ["gaussian", "mixture", "ring8", "grid25", "swiss_roll"])
+@pytest.mark.parametrize("model", ["gaussian", "flow", "mlp"])
+@pytest.mark.parametrize("objective", SAMPLE_BASED)
+def test_every_sample_based_objective_trains_every_model_on_every_dataset(
+    objective, model, dataset
+):
+    cfg = C.validate_train_config(
+        _compose(f"objective={objective}", f"model={model}", f"dataset={dataset}")
+    )
+    data = build_dataset(cfg.dataset)
+    check_combination(cfg.objective, cfg.model, data)
+    torch.manual_seed(0)
+    generative = build_model(cfg.model, data.dim)
+    built = build_objective(cfg.objective, data, cfg.critic, None)
+    generator = torch.Generator().manual_seed(0)
+    batch = data.sample(64, generator)
+    if built.uses_critic:
+        critic_loss, metrics = built.critic_loss(generative, batch, generator)
+        critic_loss.backward()
+        assert torch.isfinite(critic_loss) and set(metrics) == {"critic_loss", "bound"}
+        assert all(torch.isfinite(p.grad).all() for p in built.critic_parameters())
+    loss = built.model_loss(generative, batch, generator)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in generative.parameters())
