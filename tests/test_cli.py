@@ -24,7 +24,7 @@ USER_ERRORS = [
     (["train", "trainer.steps=abc"], "trainer.steps: Value 'abc'"),
     (["train", "trainer.steps=2.5"], "trainer.steps"),
     (["train", "trainer.foo=1"], "trainer.foo: unknown key"),
-    (["train", "+trainer.foo=1"], "trainer.foo: unknown key; the trainer group accepts: steps"),
+    (["train", "+trainer.foo=1"], "trainer.foo: unknown key; trainer accepts: steps"),
     (["train", "+foo=3"], "foo: unknown key; the train config has: dataset"),
     (["train", "+dataset.mean=[1.0,2.0]"], "dataset.mean: unknown key"),
     (["train", "trainer.steps=0"], "trainer.steps: must be >= 1, got 0"),

@@ -13,6 +13,7 @@ This module imports no torch, so the command line can answer ``--help`` quickly.
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -211,12 +212,40 @@ class TrainConfig:
 
 
 @dataclass
+class EvalCriticConfig:
+    divergences: list[str] = _spec()  # rows of gandiv.divergences or "wasserstein", checked when built
+    steps: int = _spec(ge=1)
+    batch_size: int = _spec(ge=2)
+    lr: float = _spec(gt=0.0)
+    ema: float = _spec(ge=0.0, lt=1.0)
+    gradient_penalty: float = _spec(ge=0.0)
+
+
+@dataclass
+class EvalOptions:
+    critic: EvalCriticConfig = field(default_factory=EvalCriticConfig)
+    pis: list[float] = _spec(gt=0.0, lt=1.0)
+    num_samples: int = _spec(ge=100)
+    grid_points: int | None = _spec(ge=16)
+
+
+@dataclass
 class EvalConfig:
     """The validated config of `gandiv eval`."""
 
+    run: str
+    seed: int
+    threads: int | None
+    device: str
+    critic: MLPCriticConfig
+    eval: EvalOptions
+
+
+@dataclass
+class _EvalTop:
     run: str = _spec()
+    seed: int = _spec(ge=0)
     threads: int | None = _spec(ge=1)
-    grid_points: int | None = _spec(ge=16)
     device: str = _spec(choices=DEVICES)
 
 
@@ -266,6 +295,20 @@ def _as_floats(value: Any) -> Any:
     return value
 
 
+def _check_keys(prefix: str, node: DictConfig, schema: type) -> None:
+    """Unknown keys, at any depth of nested schemas, named with their dotted path."""
+    hints = typing.get_type_hints(schema)
+    allowed = [f.name for f in dataclasses.fields(schema)]
+    dot = f"{prefix}." if prefix else ""
+    for key in map(str, node):
+        if key not in allowed:
+            where = f"{prefix}" if prefix else "this command"
+            raise UserError(f"{dot}{key}", f"unknown key; {where} accepts: {', '.join(allowed)}")
+        child = node[key]
+        if dataclasses.is_dataclass(hints[key]) and isinstance(child, DictConfig):
+            _check_keys(f"{dot}{key}", child, hints[key])
+
+
 def to_schema(prefix: str, node: Any, schema: type) -> Any:
     """Merge a config node into `schema` and return the checked dataclass instance.
 
@@ -273,12 +316,8 @@ def to_schema(prefix: str, node: Any, schema: type) -> Any:
     """
     if not isinstance(node, DictConfig):
         raise UserError(prefix, f"must be a mapping of keys to values, got {node!r}")
-    allowed = [f.name for f in dataclasses.fields(schema)]
     dot = f"{prefix}." if prefix else ""
-    for key in map(str, node):
-        if key not in allowed:
-            where = f"the {prefix} group" if prefix else "this command"
-            raise UserError(f"{dot}{key}", f"unknown key; {where} accepts: {', '.join(allowed)}")
+    _check_keys(prefix, node, schema)
     plain = OmegaConf.to_container(node, resolve=True)
     assert isinstance(plain, dict)
     for f in dataclasses.fields(schema):
@@ -343,5 +382,19 @@ def validate_train_config(cfg: DictConfig) -> TrainConfig:
 
 def validate_eval_config(cfg: DictConfig) -> EvalConfig:
     """Check a composed `gandiv eval` config."""
-    result: EvalConfig = to_schema("", cfg, EvalConfig)
-    return result
+    for key in cfg:
+        if key not in ("run", "seed", "threads", "device", "critic", "eval"):
+            raise UserError(
+                str(key), "unknown key; the eval config has: run, seed, threads, device, critic, eval"
+            )
+    top = to_schema("", OmegaConf.masked_copy(cfg, ["run", "seed", "threads", "device"]), _EvalTop)
+    options = to_schema("eval", cfg.get("eval"), EvalOptions)
+    _check_constraints("eval.critic.", options.critic)
+    return EvalConfig(
+        run=top.run,
+        seed=top.seed,
+        threads=top.threads,
+        device=top.device,
+        critic=_group(cfg, "critic", CRITICS),
+        eval=options,
+    )

@@ -103,10 +103,18 @@ class VariationalDivergence(Objective):
         self, model: GenerativeModel, batch: Tensor, generator: torch.Generator
     ) -> Tensor:
         self.critic.requires_grad_(False)  # gradients flow only into the model's parameters
+        return self.sample_loss(model, model.sample(len(batch), generator), batch)
+
+    def sample_loss(self, model: GenerativeModel, samples: Tensor, batch: Tensor) -> Tensor:
         critic = self.critic if self.critic_average is None else self.critic_average
-        v = critic(model.sample(len(batch), generator))
+        v = critic(samples)
         if self.generator_loss == "minimax":  # minimise the bound: −E_q[f*(g_f(V))]
             return -self.divergence.conjugate_activation(v).mean()
         if self.generator_loss == "nonsaturating":  # maximise E_q[g_f(V)]
             return -self.divergence.activation(v).mean()
         return -v.mean()  # logit: maximise E_q[V]
+
+    def critic_output(self, x: Tensor) -> Tensor:
+        """The critic's raw output V(x) (the averaged critic's, with critic_ema)."""
+        critic = self.critic if self.critic_average is None else self.critic_average
+        return critic(x)

@@ -32,6 +32,15 @@ class Objective(nn.Module):
     ) -> Tensor:
         raise NotImplementedError
 
+    def sample_loss(self, model: GenerativeModel, samples: Tensor, batch: Tensor) -> Tensor:
+        """The model's loss as a function of given model samples (model parameters held fixed).
+
+        Its gradient with respect to `samples` is how the loss pushes each sample (the gradient
+        field figure). Objectives whose loss is not a function of model samples (maximum
+        likelihood, `direct` by quadrature) raise NotImplementedError.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not push model samples")
+
     # Objectives with a critic (uses_critic) override these three.
     def critic_parameters(self) -> list[nn.Parameter]:
         """The critic's parameters, stepped by their own optimiser before each model step."""

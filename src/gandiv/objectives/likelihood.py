@@ -49,6 +49,9 @@ class ReverseKL(Objective):
         x, log_q = model.sample_with_log_prob(len(batch), generator)
         return (log_q - self.data.log_prob(x)).mean()
 
+    def sample_loss(self, model: GenerativeModel, samples: Tensor, batch: Tensor) -> Tensor:
+        return (model.log_prob(samples) - self.data.log_prob(samples)).mean()
+
 
 class Direct(Objective):
     """Any f-divergence D_f(P‖Q) = ∫ q f(p/q) computed from both densities and minimised.

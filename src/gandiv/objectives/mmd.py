@@ -25,4 +25,7 @@ class MMD(Objective):
     def model_loss(
         self, model: GenerativeModel, batch: Tensor, generator: torch.Generator
     ) -> Tensor:
-        return mmd2_unbiased(batch, model.sample(len(batch), generator), self.bandwidths)
+        return self.sample_loss(model, model.sample(len(batch), generator), batch)
+
+    def sample_loss(self, model: GenerativeModel, samples: Tensor, batch: Tensor) -> Tensor:
+        return mmd2_unbiased(batch, samples, self.bandwidths)
