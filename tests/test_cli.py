@@ -85,8 +85,8 @@ USER_ERRORS = [
     ),
     (["train", "resume=does/not/exist"], "resume: 'does/not/exist' is not a directory"),
     (["eval"], "run: missing; usage: gandiv eval run=DIR"),
-    (["eval", "run=does/not/exist"], "is not a gandiv run directory"),
-    (["eval", "run=."], "is not a gandiv run directory"),
+    (["eval", "run=does/not/exist"], "is not a gandiv run or sweep directory"),
+    (["eval", "run=."], "is not a gandiv run or sweep directory"),
     (["bogus"], "unknown command 'bogus'; choose one of: train, eval"),
     ([], "usage: gandiv <command>"),
 ]

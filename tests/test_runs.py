@@ -20,6 +20,9 @@ from gandiv.objectives.likelihood import ForwardKL
 from .conftest import TINY, metrics_without_time, only_run, read_json, run_cli, run_dirs
 
 RUN_FILES = [
+    "figures/density.png",
+    "figures/curves.png",
+    "animation.gif",
     ".hydra/config.yaml",
     ".hydra/overrides.yaml",
     ".hydra/hydra.yaml",
@@ -264,3 +267,65 @@ def test_eval_reports_heldout_nll_and_the_training_ground_truth(gandiv, tmp_path
     # Held-out NLL = KL(P||Q) + H(P): it exceeds the KL by the data's entropy (> 0 here).
     assert report["heldout_nll"] > report["ground_truth"]["kl_pq"]
     assert (run / "eval.log").is_file()
+
+
+def _gif_frames(path: Path) -> int:
+    from PIL import Image
+
+    with Image.open(path) as gif:
+        return gif.n_frames
+
+
+def test_adversarial_run_draws_every_figure_and_plot_redraws_them(gandiv, tmp_path):
+    args = ["objective=logit_gan", "model=mlp", "dataset=swiss_roll", "plot.every=10", *TINY]
+    assert gandiv("train", *args).code == 0
+    run = only_run(tmp_path)
+    names = ("density", "critic", "gradient_field", "curves")
+    for name in names:
+        assert (run / "figures" / f"{name}.png").stat().st_size > 10_000, name
+    assert _gif_frames(run / "animation.gif") == 5  # steps 0, 10, 20, 30, 40
+    for name in names:
+        (run / "figures" / f"{name}.png").unlink()
+    (run / "animation.gif").unlink()
+    before = _digest(run)
+    result = gandiv("plot", f"run={run}")
+    assert result.code == 0, result.err
+    for name in names:
+        assert (run / "figures" / f"{name}.png").is_file(), name
+    assert _gif_frames(run / "animation.gif") == 5
+    after = _digest(run)
+    assert {k: v for k, v in after.items() if k in before} == before  # nothing else changed
+
+
+def test_resumed_run_keeps_its_animation_frames(gandiv, tmp_path):
+    args = ["plot.every=10", "trainer.checkpoint_every=10", *TINY]
+    assert gandiv("train", *args, "trainer.steps=20").code == 0
+    run = only_run(tmp_path)
+    assert gandiv("train", f"resume={run}", "trainer.steps=40").code == 0
+    assert _gif_frames(run / "animation.gif") == 5
+
+
+def test_one_dimensional_run_draws_curves(gandiv, tmp_path):
+    args = ["objective=fgan", "dataset.means=[[-1.0],[1.5]]", "plot.every=20", *TINY]
+    assert gandiv("train", *args).code == 0
+    run = only_run(tmp_path)
+    for name in ("density", "critic", "gradient_field", "curves"):
+        assert (run / "figures" / f"{name}.png").is_file(), name
+    assert _gif_frames(run / "animation.gif") == 3
+
+
+def test_sweep_root_gets_a_csv_and_a_figure(gandiv, tmp_path):
+    result = gandiv(
+        "train",
+        "-m",
+        "objective=direct",
+        "objective.divergence=js_pi",
+        "objective.pi=0.2,0.8",
+        *TINY,
+    )
+    assert result.code == 0, result.err
+    (root,) = tmp_path.glob("multirun/*/*")
+    lines = (root / "sweep.csv").read_text().splitlines()
+    assert lines[0].startswith("job,objective,objective.divergence,objective.pi")
+    assert len(lines) == 3 and all(",ok," in line for line in lines[1:])
+    assert (root / "sweep.png").stat().st_size > 10_000

@@ -33,6 +33,7 @@ from gandiv.errors import Interrupted, NumericalError, UserError
 from gandiv.evaluation.ground_truth import ground_truth_metrics
 from gandiv.models import GaussianModel
 from gandiv.models.base import GenerativeModel
+from gandiv.training.figures import RunFigures
 from gandiv.training.loop import Cadence, TrainResult
 from gandiv.training.loop import train as train_loop
 from gandiv.training.run_dir import RunDirectory
@@ -73,7 +74,7 @@ def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
 
 
 def _check_resumable(state: dict[str, Any], config: dict[str, Any], steps: int) -> None:
-    allowed = {f"trainer.{k}" for k in C.RESUMABLE_TRAINER_KEYS}
+    allowed = C.RESUMABLE_KEYS
     changed = [k for k in _differences(state["config"], config) if k not in allowed]
     if changed:
         may = ", ".join(sorted(allowed))
@@ -187,6 +188,13 @@ def _prepare_training(cfg: DictConfig, run: RunDirectory) -> Any:
         model.train()
         return metrics
 
+    figures = None
+    if data.dim <= 2:
+        title = f"{config.objective.name} · {config.dataset.name} · model {config.model.name}"
+        figures = RunFigures(
+            data, model, objective, title, config.plot.samples, config.plot.grid, device
+        )
+
     def session() -> None:
         log.info(
             "%s: dataset=%s (%d-D) model=%s objective=%s device=%s, %s steps",
@@ -215,8 +223,14 @@ def _prepare_training(cfg: DictConfig, run: RunDirectory) -> Any:
                 generator=generator,
                 batch_size=trainer.batch_size,
                 cadence=Cadence(
-                    trainer.steps, trainer.log_every, trainer.eval_every, trainer.checkpoint_every
+                    trainer.steps,
+                    trainer.log_every,
+                    trainer.eval_every,
+                    trainer.checkpoint_every,
+                    config.plot.every,
+                    config.plot.figures_every,
                 ),
+                figures=figures,
                 evaluate=evaluate if model.has_density else None,
                 config=plain,
                 resume_from=state,
@@ -230,7 +244,7 @@ def _prepare_training(cfg: DictConfig, run: RunDirectory) -> Any:
             raise
         finally:
             run.close()
-        _finish(run, model, result, summary, trainer.num_samples, started, device)
+        _finish(run, model, result, summary, trainer.num_samples, started, device, figures)
 
     return session
 
@@ -243,8 +257,13 @@ def _finish(
     num_samples: int,
     started: float,
     device: torch.device,
+    figures: RunFigures | None,
 ) -> None:
     model.eval()
+    if figures is not None:
+        drawing = time.perf_counter()
+        figures.write(run, result.step, run.read_metrics(), final=True)
+        summary["figures_time_s"] = round(time.perf_counter() - drawing, 4)
     with torch.no_grad():
         noise = torch.Generator(device=device).manual_seed(SAMPLES_SEED)
         samples = model.sample(num_samples, noise)
@@ -315,7 +334,7 @@ def evaluate(cfg: DictConfig) -> None:
             row = build_objective(config.objective, data, config.critic, None).divergence
             extra = {"objective_divergence": row} if row is not None else None
             truth = ground_truth_metrics(
-                data, model, noise, points=options.grid_points, extra=extra
+                data, model, noise, points=options.eval.grid_points, extra=extra
             )
             results["ground_truth"] = {
                 **truth,
@@ -336,3 +355,38 @@ def evaluate(cfg: DictConfig) -> None:
         if isinstance(v, float)
     )
     log.info("eval of %s at step %d: %s", run.path, results["step"], shown)
+
+
+# ------------------------------------------------------------------------------------------------
+# gandiv plot
+def plot(cfg: DictConfig) -> None:
+    """`gandiv plot run=DIR`: redraw the run's figures from its checkpoint and metrics."""
+    run_value = cfg.get("run")
+    if not isinstance(run_value, str) or set(cfg) - {"run"}:
+        raise UserError("run", "gandiv plot takes only run=DIR")
+    run = RunDirectory(run_value)
+    config, state = load_run(run.path)
+    data = build_dataset(config.dataset)
+    if data.dim > 2:
+        raise UserError(
+            "run", f"figures are drawn for 1-D and 2-D data; this run's is {data.dim}-D"
+        )
+    device = torch.device("cpu")
+    model = build_model(config.model, data.dim)
+    objective = build_objective(config.objective, data, config.critic, config.trainer.grid_points)
+    try:
+        model.load_state_dict(state["model"])
+        objective.load_state_dict(state["objective"])
+    except (RuntimeError, KeyError) as err:
+        raise UserError(
+            str(run.checkpoint_path), f"does not match the run's config ({err})"
+        ) from None
+    model.eval()
+    title = f"{config.objective.name} · {config.dataset.name} · model {config.model.name}"
+    figures = RunFigures(
+        data, model, objective, title, config.plot.samples, config.plot.grid, device
+    )
+    if state.get("figures") is not None:
+        figures.load_state_dict(state["figures"])
+    written = figures.write(run, int(state["step"]), run.read_metrics(), final=True)
+    log.info("drew %s", ", ".join(str(p.relative_to(run.path)) for p in written))

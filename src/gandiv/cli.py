@@ -43,15 +43,17 @@ commands:
             gandiv train objective=reverse_kl trainer.steps=2000
             gandiv train -m objective=direct objective.divergence=kl,reverse_kl,js
             gandiv train resume=DIR trainer.steps=4000
-  eval    evaluate a finished run on its held-out split, writing DIR/eval.json
-            gandiv eval run=DIR
+  eval    evaluate a finished run (or every job of a sweep) on its held-out split: DIR/eval.json
+            gandiv eval run=DIR eval.critic.divergences=[js,kl,wasserstein]
+  plot    redraw the figures of a finished run from its checkpoint and metrics
+            gandiv plot run=DIR
 
 Each command is a Hydra app: `gandiv train --help` lists its config groups and options,
 `gandiv train --cfg job` prints the composed config.
 Shell completion (bash): eval "$(gandiv train -sc install=bash)"
 """
 
-COMMANDS = ("train", "eval")
+COMMANDS = ("train", "eval", "plot")
 
 
 @contextmanager
@@ -88,7 +90,15 @@ def _eval_app(cfg: DictConfig) -> None:
         evaluate(cfg)
 
 
-_APPS: dict[str, Callable[[], Any]] = {"train": _train_app, "eval": _eval_app}
+@hydra.main(version_base="1.3", config_path="conf", config_name="plot")
+def _plot_app(cfg: DictConfig) -> None:
+    from gandiv.app import plot
+
+    with _reported("plot"):
+        plot(cfg)
+
+
+_APPS: dict[str, Callable[[], Any]] = {"train": _train_app, "eval": _eval_app, "plot": _plot_app}
 
 
 def _fail(command: str, message: str, code: int = EXIT_USER_ERROR) -> None:
@@ -177,16 +187,20 @@ def _resume_args(args: list[str]) -> list[str]:
     return [*original, *args, f"hydra.run.dir={path}", "hydra.output_subdir=null"]
 
 
-def _eval_args(args: list[str]) -> list[str]:
+def _run_args(command: str, args: list[str]) -> list[str]:
+    """`eval`/`plot`: `run=DIR` must name a run directory (or, for eval, a sweep of runs)."""
     if _informational(args):
         return args
     run = _arg_value(args, "run")
     if run is None:
-        raise UserError("run", "missing; usage: gandiv eval run=DIR")
+        raise UserError("run", f"missing; usage: gandiv {command} run=DIR")
     path = Path(run)
-    if not (path / ".hydra" / "config.yaml").is_file():
-        raise UserError("run", f"'{run}' is not a gandiv run directory (no .hydra/config.yaml)")
-    return args
+    if (path / ".hydra" / "config.yaml").is_file():
+        return args
+    if command == "eval" and path.is_dir() and any(path.glob("*/.hydra/config.yaml")):
+        return args
+    what = "run or sweep directory" if command == "eval" else "run directory"
+    raise UserError("run", f"'{run}' is not a gandiv {what} (no .hydra/config.yaml)")
 
 
 def _complete(args: list[str]) -> None:
@@ -208,7 +222,7 @@ def _run(command: str, args: list[str]) -> None:
     """Run one Hydra app with `args`, translating user errors to one line and exit code 2."""
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # let errors reach us instead of Hydra's printer
     with _reported(command):
-        args = _resume_args(args) if command == "train" else _eval_args(args)
+        args = _resume_args(args) if command == "train" else _run_args(command, args)
         sys.argv = [sys.argv[0], *args]
         try:
             _APPS[command]()

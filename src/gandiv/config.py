@@ -192,11 +192,26 @@ class TrainerConfig:
     progress: bool = _spec()
 
 
-# Keys of `trainer` that may change when a run is resumed: how long it trains and how often it
-# logs, evaluates and saves. Everything else must match the checkpoint's config.
-RESUMABLE_TRAINER_KEYS = frozenset(
-    {"steps", "log_every", "eval_every", "checkpoint_every", "progress", "num_samples"}
+# Keys that may change when a run is resumed: how long it trains and how often it logs,
+# evaluates, saves and draws. Everything else must match the checkpoint's config.
+RESUMABLE_KEYS = frozenset(
+    {
+        *(
+            f"trainer.{k}"
+            for k in ("steps", "log_every", "eval_every", "checkpoint_every", "progress")
+        ),
+        "trainer.num_samples",
+        *(f"plot.{k}" for k in ("every", "figures_every", "samples", "grid")),
+    }
 )
+
+
+@dataclass
+class PlotConfig:
+    every: int = _spec(ge=0)
+    figures_every: int = _spec(ge=0)
+    samples: int = _spec(ge=1)
+    grid: int = _spec(ge=16)
 
 
 @dataclass
@@ -208,12 +223,15 @@ class TrainConfig:
     objective: Any
     critic: Any
     trainer: TrainerConfig
+    plot: PlotConfig
     resume: str | None
 
 
 @dataclass
 class EvalCriticConfig:
-    divergences: list[str] = _spec()  # rows of gandiv.divergences or "wasserstein", checked when built
+    divergences: list[str] = (
+        _spec()
+    )  # rows of gandiv.divergences or "wasserstein", checked when built
     steps: int = _spec(ge=1)
     batch_size: int = _spec(ge=2)
     lr: float = _spec(gt=0.0)
@@ -351,7 +369,7 @@ def _group(cfg: DictConfig, group: str, options: dict[str, type]) -> Any:
     return to_schema(group, node, options[name])
 
 
-_TOP_KEYS = ("dataset", "model", "objective", "critic", "trainer", "resume")
+_TOP_KEYS = ("dataset", "model", "objective", "critic", "trainer", "plot", "resume")
 
 
 def validate_train_config(cfg: DictConfig) -> TrainConfig:
@@ -376,6 +394,7 @@ def validate_train_config(cfg: DictConfig) -> TrainConfig:
         objective=objective,
         critic=_group(cfg, "critic", CRITICS),
         trainer=to_schema("trainer", cfg.get("trainer"), TrainerConfig),
+        plot=to_schema("plot", cfg.get("plot"), PlotConfig),
         resume=resume,
     )
 
@@ -385,7 +404,8 @@ def validate_eval_config(cfg: DictConfig) -> EvalConfig:
     for key in cfg:
         if key not in ("run", "seed", "threads", "device", "critic", "eval"):
             raise UserError(
-                str(key), "unknown key; the eval config has: run, seed, threads, device, critic, eval"
+                str(key),
+                "unknown key; the eval config has: run, seed, threads, device, critic, eval",
             )
     top = to_schema("", OmegaConf.masked_copy(cfg, ["run", "seed", "threads", "device"]), _EvalTop)
     options = to_schema("eval", cfg.get("eval"), EvalOptions)

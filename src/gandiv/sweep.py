@@ -1,11 +1,12 @@
 """Sweep summaries: one row per job of a multirun, written at the sweep's root.
 
 `SweepSummary` is a Hydra callback (registered in ``conf/train.yaml``) that runs when a multirun
-ends, whatever the launcher. It writes ``sweep.csv``: per job its number, its overrides, its status
-and the final metrics of its ``summary.json``. A sweep that compares ``objective=direct`` with
-``objective=fgan`` over divergences for a 1-D Gaussian (the f-GAN paper's experiment,
-``+experiment=fgan_mixture``) also gets ``table.md``/``table.csv``: per divergence the direct and
-adversarial (μ, σ) and the true divergence of each fit.
+ends, whatever the launcher. It writes ``sweep.csv``: per job its number, its overrides, its
+status and the final metrics of its ``summary.json``; and ``sweep.png``: each ground-truth metric
+against the swept numeric value, one line per combination of the other swept keys. A sweep that
+compares ``objective=direct`` with ``objective=fgan`` over divergences for a 1-D Gaussian (the
+f-GAN paper's experiment, ``+experiment=fgan_mixture``) also gets ``table.md``/``table.csv``: per
+divergence the direct and adversarial (μ, σ) and the true divergence of each fit.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from gandiv.training.run_dir import atomic_write
+from gandiv.plotting.curves import sweep_figure
+from gandiv.training.run_dir import atomic_write_bytes
 
 METRICS = ("steps", "loss", "kl_pq", "kl_qp", "js", "objective_divergence", "steps_per_s")
 
@@ -119,18 +121,43 @@ def _markdown(table: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _number(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def swept_keys(rows: list[dict[str, Any]]) -> tuple[str | None, list[str]]:
+    """The numeric override that varies across jobs (the x axis) and the other varying ones."""
+    overrides: list[str] = []
+    for row in rows:  # a row holds its job, then its overrides, then "status" and the results
+        keys = list(row)
+        overrides += [k for k in keys[1 : keys.index("status")] if k not in overrides]
+    varying = [k for k in overrides if len({str(r.get(k)) for r in rows}) > 1]
+    numeric = [k for k in varying if all(_number(r.get(k)) is not None for r in rows)]
+    numeric = [k for k in numeric if k != "trainer.seed"] or numeric
+    x_key = numeric[0] if numeric else None
+    return x_key, [k for k in varying if k != x_key]
+
+
 def write_sweep_summary(root: Path) -> list[dict[str, Any]]:
-    """Write ``sweep.csv`` (and the comparison table where it applies) at a sweep's root."""
+    """Write ``sweep.csv``, ``sweep.png`` and (where it applies) the comparison table."""
     rows = job_rows(root)
     if not rows:
         return rows
-    text = _csv(rows)
-    atomic_write(root / "sweep.csv", lambda handle: handle.write(text.encode()))
+    atomic_write_bytes(root / "sweep.csv", _csv(rows).encode())
     table = comparison_table(rows)
     if table:
-        table_csv, table_md = _csv(table), _markdown(table)
-        atomic_write(root / "table.csv", lambda handle: handle.write(table_csv.encode()))
-        atomic_write(root / "table.md", lambda handle: handle.write(table_md.encode()))
+        atomic_write_bytes(root / "table.csv", _csv(table).encode())
+        atomic_write_bytes(root / "table.md", _markdown(table).encode())
+    x_key, group_keys = swept_keys(rows)
+    metrics = [m for m in ("kl_pq", "kl_qp", "js") if any(m in r for r in rows)]
+    if x_key is not None and metrics:
+        figure = sweep_figure(rows, x_key, metrics, group_keys, f"{root.name}: metrics vs {x_key}")
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=100)
+        atomic_write_bytes(root / "sweep.png", buffer.getvalue())
     return rows
 
 

@@ -41,7 +41,7 @@ class Objective(nn.Module):
         """
         raise NotImplementedError(f"{type(self).__name__} does not push model samples")
 
-    # Objectives with a critic (uses_critic) override these three.
+    # Objectives with a critic (uses_critic) override these.
     def critic_parameters(self) -> list[nn.Parameter]:
         """The critic's parameters, stepped by their own optimiser before each model step."""
         return []
@@ -54,3 +54,7 @@ class Objective(nn.Module):
 
     def after_critic_step(self) -> None:
         """Called after each critic optimiser step (e.g. to update an average of its weights)."""
+
+    def critic_output(self, x: Tensor) -> Tensor:
+        """The critic's raw output V(x), as the model sees it (for figures)."""
+        raise NotImplementedError(f"{type(self).__name__} has no critic")

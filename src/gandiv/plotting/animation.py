@@ -9,11 +9,12 @@ axis (1-D) and the arrows' colour scale are fixed across frames so that motion i
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from matplotlib.animation import FFMpegWriter, FuncAnimation, PillowWriter
+from matplotlib.animation import AbstractMovieWriter, FFMpegWriter, PillowWriter
 from matplotlib.axes import Axes
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
@@ -25,7 +26,6 @@ from gandiv.plotting.gradients import (
 )
 from gandiv.plotting.style import (
     ARROW_CMAP,
-    DPI,
     MODEL_SAMPLE_COLOUR,
     Extent,
     default_y_max,
@@ -44,6 +44,8 @@ from gandiv.plotting.style import (
     unit_arrows,
 )
 
+# Animation frames are rendered smaller than still figures: many frames, encoded twice (GIF, MP4).
+ANIMATION_DPI = 80
 RUG_BAND = 0.1  # 1-D: the strip below the density that holds the samples' rug
 
 
@@ -92,8 +94,8 @@ def animation_frame(
         right.set_axis_off()
         return
     right.set_axis_on()
-    if one_d:
-        top = default_y_max(np.exp(log_p)) if y_max is None else y_max
+    if one_d:  # the samples are dots beneath p here: p alone sets the density axis
+        top = default_y_max(np.exp(log_p))
         draw_gradient_curve_panel(right, xs, log_p, frame.samples, frame.directions, top, norm)
     else:
         assert ys is not None
@@ -124,13 +126,11 @@ def write_animation(
 ) -> list[Path]:
     """Write one GIF frame per `Frame` (and an MP4 when ffmpeg is available and `mp4_path` is
     given); return the paths written. 2-D: log_p on the grid xs × ys, `extent` fixes the view;
-    1-D: log_p on xs, ys None, the view is xs's range. Steps must increase strictly: every frame
-    then differs (its title names the step), so that no GIF frames are merged."""
+    1-D: log_p on xs, ys None, the view is xs's range. Each title names the step and the frame
+    number, so that no two frames are identical: Pillow would merge identical neighbours into one
+    GIF frame."""
     if not frames:
         raise ValueError("write_animation needs at least one frame")
-    steps = np.array([f.step for f in frames])
-    if np.any(np.diff(steps) <= 0):
-        raise ValueError(f"frame steps must increase strictly, got {steps.tolist()}")
     one_d = np.ndim(log_p) == 1
     with_gradients = any(f.directions is not None for f in frames)
     norm = magnitude_norm(
@@ -146,27 +146,27 @@ def write_animation(
         fig.colorbar(mappable, ax=axes[1], shrink=0.8, label=MAGNITUDE_LABEL)
     figure_legend(
         fig,
-        legend_handles(data="filled", model_samples=True, arrows=with_gradients),
+        legend_handles(data="filled", model_samples=True, arrows=with_gradients, rug=one_d),
     )
     prefix = f"{title_prefix}: " if title_prefix else ""
 
-    def draw(i: int) -> list:
+    def draw(i: int) -> None:
         animation_frame(ax_pair, frames[i], extent, xs, ys, log_p, norm, y_max)
-        fig.suptitle(f"{prefix}step {frames[i].step}")
-        return []
+        fig.suptitle(f"{prefix}step {frames[i].step}  (frame {i + 1}/{len(frames)})")
 
     draw(0)
     fig.canvas.draw()
     fig.set_layout_engine("none")  # freeze the layout of frame 0: panels must not jitter
-    animation = FuncAnimation(fig, draw, frames=len(frames), cache_frame_data=False)
-    written = []
     gif = Path(gif_path)
-    gif.parent.mkdir(parents=True, exist_ok=True)
-    animation.save(gif, writer=PillowWriter(fps=fps), dpi=DPI)
-    written.append(gif)
+    writers: list[tuple[AbstractMovieWriter, Path]] = [(PillowWriter(fps=fps), gif)]
     if mp4_path is not None and FFMpegWriter.isAvailable():
-        mp4 = Path(mp4_path)
-        mp4.parent.mkdir(parents=True, exist_ok=True)
-        animation.save(mp4, writer=FFMpegWriter(fps=fps), dpi=DPI)
-        written.append(mp4)
-    return written
+        writers.append((FFMpegWriter(fps=fps), Path(mp4_path)))
+    with ExitStack() as stack:  # one pass over the frames feeds every writer
+        for writer, path in writers:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(writer.saving(fig, path, ANIMATION_DPI))
+        for i in range(len(frames)):
+            draw(i)
+            for writer, _ in writers:
+                writer.grab_frame()
+    return [path for _, path in writers]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 from matplotlib.axes import Axes
-from matplotlib.colors import CenteredNorm, Normalize
+from matplotlib.colors import CenteredNorm, Normalize, SymLogNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
@@ -29,6 +29,8 @@ from gandiv.plotting.style import (
     points_1d,
     set_extent,
 )
+
+SYMLOG_ABOVE = 30.0  # a diverging colour range wider than ±30 goes logarithmic beyond ±1
 
 
 def _is_diverging(values: np.ndarray, diverging: bool | None) -> bool:
@@ -56,23 +58,31 @@ def critic_figure(
     `diverging`: a diverging map centred at 0 (for a logit or a log density ratio); by default
     when the values take both signs. The colour range is the 99th percentile of |values| (or the
     1st to 99th percentiles), so that a critic that explodes far from the data does not wash out
-    the region that matters; the colour bar's arrows mark clipped values.
+    the region that matters; the colour bar's arrows mark clipped values. A diverging range wider
+    than ±30 (an implied log ratio where p or q vanishes) is shown linear within ±1 and
+    logarithmic beyond (`SymLogNorm`).
     """
     fig = new_figure(5.6, 5.0)
     ax = fig.add_subplot()
     finite = values[np.isfinite(values)]
-    if _is_diverging(values, diverging):
+    diverging = _is_diverging(values, diverging)
+    if diverging:
         half = float(np.percentile(np.abs(finite), 99)) if finite.size else 1.0
-        norm: Normalize = CenteredNorm(0.0, half if half > 0 else 1.0)
+        half = half if half > 0 else 1.0
+        norm: Normalize = (
+            SymLogNorm(1.0, vmin=-half, vmax=half, base=10)
+            if half > SYMLOG_ABOVE
+            else CenteredNorm(0.0, half)
+        )
         cmap = DIVERGING_CMAP
     else:
         low, high = np.percentile(finite, [1, 99]) if finite.size else (0.0, 1.0)
         norm, cmap = Normalize(float(low), float(high)), SEQUENTIAL_CMAP
     mesh = ax.pcolormesh(xs, ys, values, cmap=cmap, norm=norm, shading="auto", rasterized=True)
     handles = legend_handles(data=None, real_samples=True, model_samples=True)
-    if isinstance(norm, CenteredNorm) and finite.size and finite.min() < 0 < finite.max():
-        ax.contour(xs, ys, values, levels=[0.0], colors="0.1", linewidths=1.0, linestyles="--")
-        handles.append(Line2D([], [], color="0.1", lw=1.0, ls="--", label="critic = 0"))
+    if diverging and finite.size and finite.min() < 0 < finite.max():
+        ax.contour(xs, ys, values, levels=[0.0], colors="0.1", linewidths=0.9, linestyles="--")
+        handles.append(Line2D([], [], color="0.1", lw=0.9, ls="--", label="critic = 0"))
     draw_samples(ax, real, real=True)
     draw_samples(ax, fake)
     set_extent(ax, grid_extent(xs, ys) if extent is None else extent)
@@ -107,7 +117,7 @@ def critic_curve_figure(
     ax.set_ylabel(label)
     ax.set_title(title)
     handles = [Line2D([], [], color="0.1", lw=1.8, label="critic")]
-    handles += legend_handles(data=None, real_samples=True, model_samples=True)
+    handles += legend_handles(data=None, real_samples=True, model_samples=True, rug=True)
     figure_legend(fig, handles)
     return fig
 

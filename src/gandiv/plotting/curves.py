@@ -51,9 +51,10 @@ def _finish_axis(ax: Axes, values: list[np.ndarray], empty: str) -> None:
 def curves_figure(records: Sequence[Mapping[str, Any]], title: str) -> Figure:
     """Training curves from metrics.jsonl records, each with "step": the losses (and the
     critic's divergence estimate "bound") against step on the left, the ground-truth divergences
-    ("kl_pq", "kl_qp", "js", "objective_divergence", in nats) on the right. Keys a record lacks
-    and NaN values leave gaps; a key no record has gets no line. A panel whose values span two
-    decades or more gets a log y axis."""
+    ("kl_pq", "kl_qp", "js", "objective_divergence", in nats) on the right. A record that lacks a
+    key or holds NaN or null for it is skipped there (the line joins its neighbours: ground truth
+    is logged less often than losses); a key no record has gets no line. A panel whose values span
+    two decades or more gets a log y axis."""
     fig = new_figure(10.0, 4.4)
     axes = fig.subplots(1, 2)
     steps = np.array([as_float(r.get("step")) for r in records])
@@ -71,6 +72,7 @@ def curves_figure(records: Sequence[Mapping[str, Any]], title: str) -> Figure:
                 continue
             ax.plot(
                 steps[order][keep], values[keep], color=METRIC_COLOURS[key], linewidth=1.6,
+                linestyle="--" if key == "objective_divergence" else "-",  # often equals a KL
                 marker="o" if keep.sum() < 30 else None, markersize=3, label=METRIC_LABELS[key],
             )  # fmt: skip
             drawn.append(values[keep])

@@ -136,7 +136,7 @@ def density_curve_figure(
     density_axis(ax, x, default_y_max(p, q) if y_max is None else y_max, RUG_BAND)
     ax.set_title(title)
     handles = legend_handles(
-        model=None if q is None else "curve", model_samples=samples is not None
+        model=None if q is None else "curve", model_samples=samples is not None, rug=True
     )
     figure_legend(fig, handles)
     return fig

@@ -22,7 +22,7 @@ from gandiv.plotting.style import (
     density_axis,
     draw_arrows,
     draw_curve,
-    draw_data_lines,
+    draw_data_filled,
     figure_legend,
     grid_extent,
     jitter_heights,
@@ -35,9 +35,9 @@ from gandiv.plotting.style import (
     unit_arrows,
 )
 
-ARROW_LENGTH = 0.06  # every arrow's length as a fraction of the view's shorter side (2-D)
-ARROW_LENGTH_1D = 0.05  # ... of the x range (1-D)
-SAMPLE_BAND = 0.35  # 1-D: the strip below the density (a fraction of the axes) holding samples
+ARROW_LENGTH = 0.05  # every arrow's length as a fraction of the view's shorter side (2-D)
+ARROW_LENGTH_1D = 0.04  # ... of the x range (1-D)
+SAMPLE_BAND = 0.45  # 1-D: the strip below the density (a fraction of the axes) holding samples
 MAGNITUDE_LABEL = "log$_{10}$ ‖−∇$_x$ loss‖"
 
 
@@ -53,8 +53,8 @@ def draw_gradient_panel(
 ) -> Quiver:
     """p's line contours, model samples, and one arrow per sample (see the module docstring)."""
     points = points_2d(samples)
-    draw_data_lines(ax, xs, ys, log_p)
-    ax.scatter(points[:, 0], points[:, 1], s=4, c=MODEL_SAMPLE_COLOUR, alpha=0.6, linewidths=0)
+    draw_data_filled(ax, xs, ys, log_p, alpha=0.45)
+    ax.scatter(points[:, 0], points[:, 1], s=6, c=MODEL_SAMPLE_COLOUR, alpha=0.6, linewidths=0)
     length = ARROW_LENGTH * min(extent[1] - extent[0], extent[3] - extent[2])
     quiver = draw_arrows(ax, points, points_2d(directions), length, norm)
     set_extent(ax, extent)
@@ -94,7 +94,7 @@ def gradient_field_figure(
     extent: Extent | None = None,
 ) -> Figure:
     """Arrows at model samples (n, 2) along `directions` (n, 2) = −∇_x of the generator's loss,
-    over p's contours (log_p on the grid xs × ys). Each arrow has the same length, 6 % of the
+    over p's filled contours (log_p on the grid xs × ys). Each arrow has the same length, 5 % of the
     view's shorter side; its colour is log10 of the direction's magnitude (colour bar)."""
     fig = new_figure(5.6, 5.0)
     ax = fig.add_subplot()
@@ -105,7 +105,7 @@ def gradient_field_figure(
     )  # fmt: skip
     ax.set_title(title)
     fig.colorbar(quiver, ax=ax, shrink=0.8, label=MAGNITUDE_LABEL)
-    figure_legend(fig, legend_handles(data="lines", model_samples=True, arrows=True))
+    figure_legend(fig, legend_handles(model_samples=True, arrows=True))
     return fig
 
 
@@ -120,7 +120,7 @@ def gradient_curve_figure(
 ) -> Figure:
     """1-D gradient field: p on the grid `x`, model samples (n,) beneath it at jittered heights,
     each with an arrow along the x axis pointing along `directions` (n,) = −∇_x loss; arrows have
-    one length (5 % of the x range) and colour = log10 magnitude (colour bar)."""
+    one length (4 % of the x range) and colour = log10 magnitude (colour bar)."""
     fig = new_figure(6.4, 4.2)
     ax = fig.add_subplot()
     norm = magnitude_norm([unit_arrows(points_1d(directions))[1]])

@@ -96,9 +96,13 @@ def points_1d(samples: np.ndarray) -> np.ndarray:
 
 
 def data_levels(log_p: np.ndarray, n: int = 10) -> np.ndarray:
-    """`n` equally spaced density levels from just above 0 to max p: the background stays white."""
+    """About `n` round density levels from just above 0 to at least max p (the background stays
+    white; the colour bar reads 0.2, 0.4, ... rather than 0.182, 0.363, ...)."""
     top = float(np.nanmax(np.exp(log_p)))
-    return np.linspace(0.0, top, n + 1)[1:] if top > 0 else np.array([1.0])
+    if not top > 0:
+        return np.array([1.0])
+    levels = np.asarray(MaxNLocator(nbins=n).tick_values(0.0, top))
+    return levels[levels > 0]
 
 
 def mass_levels(log_q: np.ndarray, cell_area: float, masses: Sequence[float] = Q_MASSES):
@@ -115,13 +119,11 @@ def mass_levels(log_q: np.ndarray, cell_area: float, masses: Sequence[float] = Q
     return np.unique(levels[levels > 0])
 
 
-def draw_data_filled(ax: Axes, xs: np.ndarray, ys: np.ndarray, log_p: np.ndarray) -> QuadContourSet:
-    return ax.contourf(xs, ys, np.exp(log_p), levels=data_levels(log_p), cmap=DATA_CMAP, alpha=0.85)
-
-
-def draw_data_lines(ax: Axes, xs: np.ndarray, ys: np.ndarray, log_p: np.ndarray) -> QuadContourSet:
-    levels = data_levels(log_p, 6)
-    return ax.contour(xs, ys, np.exp(log_p), levels=levels, colors=DATA_COLOUR, linewidths=0.9)
+def draw_data_filled(
+    ax: Axes, xs: np.ndarray, ys: np.ndarray, log_p: np.ndarray, alpha: float = 0.85
+) -> QuadContourSet:
+    levels = data_levels(log_p)
+    return ax.contourf(xs, ys, np.exp(log_p), levels=levels, cmap=DATA_CMAP, alpha=alpha)
 
 
 def draw_model_lines(
@@ -158,12 +160,13 @@ def draw_curve(ax: Axes, x: np.ndarray, density: np.ndarray, data: bool) -> None
 
 
 def draw_histogram(ax: Axes, x: np.ndarray, samples: np.ndarray, bins: int = 40) -> None:
-    """Samples as a density histogram over x's range, normalised by all samples (like q)."""
+    """Samples as a density histogram outline over x's range, normalised by all samples (so it
+    compares with q); an outline, so that p's fill shows through unmixed."""
     values = points_1d(samples)
     edges = np.linspace(float(x[0]), float(x[-1]), bins + 1)
     counts, _ = np.histogram(values, edges)
     heights = counts / (max(len(values), 1) * np.diff(edges))
-    ax.stairs(heights, edges, fill=True, color=MODEL_SAMPLE_COLOUR, alpha=0.3)
+    ax.stairs(heights, edges, color=MODEL_SAMPLE_COLOUR, linewidth=1.4)
 
 
 def density_axis(ax: Axes, x: np.ndarray, y_max: float, band: float) -> None:
@@ -245,9 +248,11 @@ def legend_handles(
     model_samples: bool = False,
     real_samples: bool = False,
     arrows: bool = False,
+    rug: bool = False,
 ) -> list[Any]:
     """Legend entries in the shared colours. `data`: "filled" (filled contours or curve) or
-    "lines" (line contours); `model`: "contours" (mass contours) or "curve"."""
+    "lines" (line contours); `model`: "contours" (mass contours) or "curve"; `rug`: samples are
+    drawn as rug ticks (and model samples also as a histogram outline) rather than dots."""
     handles: list[Any] = []
     if data == "filled":
         handles.append(Patch(facecolor=DATA_COLOUR, alpha=0.6, label="data p"))
@@ -261,9 +266,9 @@ def legend_handles(
     elif model == "curve":
         handles.append(Line2D([], [], color=MODEL_COLOUR, lw=2.0, label="model q"))
     if real_samples:
-        handles.append(_dot(REAL_SAMPLE_COLOUR, "real samples"))
+        handles.append(_dot(REAL_SAMPLE_COLOUR, "real samples", rug))
     if model_samples:
-        handles.append(_dot(MODEL_SAMPLE_COLOUR, "model samples"))
+        handles.append(_dot(MODEL_SAMPLE_COLOUR, "model samples", rug))
     if arrows:
         handles.append(
             Line2D([], [], color="0.15", marker=r"$\rightarrow$", ms=12, lw=0, label="−∇ₓ loss")
@@ -271,7 +276,9 @@ def legend_handles(
     return handles
 
 
-def _dot(colour: str, label: str) -> Line2D:
+def _dot(colour: str, label: str, rug: bool = False) -> Line2D:
+    if rug:
+        return Line2D([], [], color=colour, marker="|", ms=10, mew=1.5, lw=0, label=label)
     return Line2D([], [], color=colour, marker="o", ms=5, lw=0, label=label)
 
 

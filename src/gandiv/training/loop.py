@@ -24,6 +24,7 @@ from gandiv.data.splits import ToySplits
 from gandiv.errors import Interrupted, NumericalError
 from gandiv.models.base import GenerativeModel
 from gandiv.objectives.base import Objective
+from gandiv.training.figures import RunFigures
 from gandiv.training.run_dir import RunDirectory
 
 log = logging.getLogger(__name__)
@@ -35,12 +36,14 @@ TIMING_KEYS = frozenset({"time_s"})
 
 @dataclass
 class Cadence:
-    """How long to train and how often to log, evaluate and checkpoint (0 = only at the end)."""
+    """How long to train and how often to log, evaluate, checkpoint and draw (0 = at the end)."""
 
     steps: int
     log_every: int
     eval_every: int
     checkpoint_every: int
+    frame_every: int = 0  # animation frames (0 = none)
+    figures_every: int = 0  # figure redraws (0 = only at the end, by the caller)
 
     @staticmethod
     def due(step: int, every: int) -> bool:
@@ -92,6 +95,7 @@ def train(
     cadence: Cadence,  # steps, and the log/eval/checkpoint cadences
     evaluate: Callable[[int], dict[str, float]] | None,  # ground-truth metrics at a step
     config: dict[str, Any],  # the run's resolved config, stored in every checkpoint
+    figures: RunFigures | None = None,  # draws frames and figures at their cadences
     resume_from: dict[str, Any] | None = None,  # a loaded checkpoint to continue exactly
     progress: bool = True,  # show a progress bar when stderr is a terminal
 ) -> TrainResult:
@@ -115,6 +119,8 @@ def train(
         sums = {k: v.to(device) for k, v in resume_from["loss_sums"].items()}
         count = int(resume_from["loss_count"])
         first_bad = {k: v.to(device) for k, v in resume_from["first_bad"].items()}
+        if figures is not None and resume_from.get("figures") is not None:
+            figures.load_state_dict(resume_from["figures"])
         run.truncate_metrics(int(resume_from["metrics_bytes"]))
     start_step = step
     result = TrainResult(step, train_time, 0, 0.0)
@@ -160,6 +166,7 @@ def train(
                 "metrics_bytes": run.sync_metrics(),
                 "train_time_s": train_time + (time.perf_counter() - session_start),
                 "config": config,
+                "figures": figures.state_dict() if figures is not None else None,
             }
         )
 
@@ -178,6 +185,8 @@ def train(
         if step == 0 and evaluate is not None and cadence.eval_every > 0:
             result.last_eval = evaluate(0)
             run.append_metrics({"step": 0, **result.last_eval, "time_s": 0.0})
+        if step == 0 and figures is not None and cadence.frame_every > 0:
+            figures.frame(0)
         model.train()
         while step < cadence.steps:
             if critic_optimizer is not None:
@@ -219,6 +228,13 @@ def train(
                 elapsed = train_time + time.perf_counter() - session_start
                 run.append_metrics({"step": step, **record, "time_s": round(elapsed, 4)})
                 bar.update(step - bar.n)
+            if figures is not None:
+                started = time.perf_counter()
+                if Cadence.due(step, cadence.frame_every) or (final and cadence.frame_every > 0):
+                    figures.frame(step)
+                if Cadence.due(step, cadence.figures_every) and not final:
+                    figures.write(run, step, run.read_metrics(), final=False)
+                overhead += time.perf_counter() - started
             if Cadence.due(step, cadence.checkpoint_every) or final:
                 started = time.perf_counter()
                 checkpoint()

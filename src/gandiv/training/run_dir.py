@@ -49,9 +49,12 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
     _fsync_dir(path.parent)
 
 
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    atomic_write(path, lambda handle: handle.write(data))
+
+
 def atomic_write_json(path: Path, obj: Any) -> None:
-    text = json.dumps(obj, indent=2, allow_nan=True) + "\n"
-    atomic_write(path, lambda handle: handle.write(text.encode()))
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, allow_nan=True) + "\n").encode())
 
 
 class RunDirectory:
@@ -133,4 +136,4 @@ class RunDirectory:
         atomic_write_json(self.path / name, obj)
 
     def write_text(self, relative: str, text: str) -> None:
-        atomic_write(self.path / relative, lambda handle: handle.write(text.encode()))
+        atomic_write_bytes(self.path / relative, text.encode())
