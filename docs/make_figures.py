@@ -1,12 +1,12 @@
-"""Regenerate the README's figures: `.venv/bin/python docs/make_figures.py` (about a minute).
+"""Regenerate the README's figures: `.venv/bin/python docs/make_figures.py` (a few minutes).
 
-Runs the real `gandiv train` for each fit into a scratch directory, then draws the data density
-with each fitted model's density on top.
+Every figure comes from real `gandiv train` runs in a scratch directory.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -26,32 +26,56 @@ FITS = {
 }
 
 
-def fit(args: list[str], root: Path) -> dict:
-    cmd = [sys.executable, "-m", "gandiv", "train", *args, "trainer.steps=1500"]
-    subprocess.run(cmd, cwd=root, check=True, capture_output=True)
-    summary = sorted(root.glob("outputs/*/*/summary.json"))[-1]
-    result = json.loads(summary.read_text())
-    summary.parent.rename(root / f"done-{len(list(root.glob('done-*')))}")
-    return result
+def gandiv(root: Path, *args: str) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "gandiv", *args], cwd=root, check=True, capture_output=True
+    )
 
 
-def main() -> None:
+def newest(root: Path, pattern: str) -> Path:
+    return sorted(root.glob(pattern))[-1]
+
+
+def gaussian_fits(scratch: Path) -> None:
     data = Mixture.isotropic([0.5, 0.5], [[-2.0, -1.0], [2.0, 1.0]], [0.6, 0.6])
     xs, ys = np.linspace(-5, 5, 300), np.linspace(-4, 4, 240)
     points = torch.tensor(np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 2))
     log_p = data.log_prob(points).numpy().reshape(len(ys), len(xs))
     panels = []
-    with tempfile.TemporaryDirectory() as scratch:
-        for title, args in FITS.items():
-            summary = fit(args, Path(scratch))
-            mean = torch.tensor(summary["params"]["mean"])
-            cov = torch.tensor(summary["params"]["cov"], dtype=torch.float64)
-            q = torch.distributions.MultivariateNormal(mean.double(), cov)
-            log_q = q.log_prob(points).numpy().reshape(len(ys), len(xs))
-            title = f"{title}\nKL(P‖Q)={summary['kl_pq']:.2f}  KL(Q‖P)={summary['kl_qp']:.2f}"
-            panels.append(Panel(title, log_q))
+    for title, args in FITS.items():
+        root = scratch / title.split()[0]
+        root.mkdir()
+        gandiv(root, "train", *args, "trainer.steps=1500", "plot.every=0")
+        summary = json.loads(newest(root, "outputs/*/*/summary.json").read_text())
+        mean = torch.tensor(summary["params"]["mean"], dtype=torch.float64)
+        cov = torch.tensor(summary["params"]["cov"], dtype=torch.float64)
+        log_q = torch.distributions.MultivariateNormal(mean, cov).log_prob(points).numpy()
+        title = f"{title}\nKL(P‖Q)={summary['kl_pq']:.2f}  KL(Q‖P)={summary['kl_qp']:.2f}"
+        panels.append(Panel(title, log_q.reshape(len(ys), len(xs))))
     fig = density_panels(xs, ys, log_p, panels, "A Gaussian fitted to a two-component mixture")
     fig.savefig(HERE / "gaussian_fits.png", dpi=110)
+
+
+def swiss_roll(scratch: Path) -> None:
+    root = scratch / "swiss"
+    root.mkdir()
+    gandiv(root, "train", "+experiment=huszar_swiss_roll")
+    run = newest(root, "outputs/*/*/summary.json").parent
+    shutil.copy(run / "figures" / "gradient_field.png", HERE / "swiss_roll_gradient_field.png")
+    shutil.copy(run / "animation.gif", HERE / "swiss_roll_logit_gan.gif")
+
+
+def pi_sweep(scratch: Path) -> None:
+    root = scratch / "pi"
+    root.mkdir()
+    gandiv(root, "train", "-m", "+experiment=huszar_pi_sweep", "plot.every=0")
+    shutil.copy(newest(root, "multirun/*/*/sweep.png"), HERE / "huszar_pi_sweep.png")
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as scratch:
+        for make in (gaussian_fits, swiss_roll, pi_sweep):
+            make(Path(scratch))
 
 
 if __name__ == "__main__":

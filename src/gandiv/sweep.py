@@ -154,7 +154,10 @@ def write_sweep_summary(root: Path) -> list[dict[str, Any]]:
     x_key, group_keys = swept_keys(rows)
     metrics = [m for m in ("kl_pq", "kl_qp", "js") if any(m in r for r in rows)]
     if x_key is not None and metrics:
-        figure = sweep_figure(rows, x_key, metrics, group_keys, f"{root.name}: metrics vs {x_key}")
+        objectives = {str(r.get("objective", "")) for r in rows} - {""}
+        what = f"{objectives.pop()} sweep" if len(objectives) == 1 else "sweep"
+        title = f"{what} {root.parent.name}/{root.name}: ground truth against {x_key}"
+        figure = sweep_figure(rows, x_key, metrics, group_keys, title)
         buffer = io.BytesIO()
         figure.savefig(buffer, format="png", dpi=100)
         atomic_write_bytes(root / "sweep.png", buffer.getvalue())
