@@ -254,19 +254,55 @@ def test_multirun_writes_one_directory_per_job(gandiv, tmp_path):
     assert [j.parent.name for j in jobs] == ["0", "1"]
 
 
-def test_eval_reports_heldout_nll_and_the_training_ground_truth(gandiv, tmp_path):
-    assert gandiv("train", *TINY).code == 0
+def test_eval_reports_heldout_nll_ground_truth_and_critics(gandiv, tmp_path):
+    assert gandiv("train", "trainer.steps=300", "plot.every=0").code == 0
     run = only_run(tmp_path)
     result = gandiv("eval", f"run={run}")
     assert result.code == 0, result.err
     report = read_json(run / "eval.json")
     summary = read_json(run / "summary.json")
-    assert report["step"] == 40 and report["n_test"] == 10_000
-    assert report["ground_truth"]["method"] == "quadrature"
-    assert report["ground_truth"]["kl_pq"] == pytest.approx(summary["kl_pq"], rel=1e-3)
+    assert report["step"] == 300 and report["n_test"] == 10_000
+    truth = report["ground_truth"]
+    assert truth["method"] == "quadrature"
+    assert truth["kl_pq"] == pytest.approx(summary["kl_pq"], rel=1e-3)
+    assert truth["js_pi_0.5"] == pytest.approx(truth["js"], rel=1e-9)
     # Held-out NLL = KL(P||Q) + H(P): it exceeds the KL by the data's entropy (> 0 here).
-    assert report["heldout_nll"] > report["ground_truth"]["kl_pq"]
+    assert report["heldout_nll"] > truth["kl_pq"]
+    critics = report["independent_critic"]
+    assert critics["kl"]["estimate"] == pytest.approx(summary["kl_pq"], rel=0.1)
+    assert critics["js"]["estimate"] == pytest.approx(summary["js"], rel=0.1)
+    assert report["modes"]["covered"] == 2 and 0 < report["modes"]["high_quality"] <= 1
+    assert set(report["sample_distances"]) == {"mmd", "energy", "sliced_wasserstein"}
     assert (run / "eval.log").is_file()
+
+
+def test_eval_of_an_implicit_model_uses_a_kernel_density_estimate(gandiv, tmp_path):
+    assert gandiv("train", "objective=gan", "model=mlp", *TINY).code == 0
+    run = only_run(tmp_path)
+    result = gandiv(
+        "eval", f"run={run}", "eval.critic.divergences=[wasserstein]", "eval.critic.steps=50"
+    )
+    assert result.code == 0, result.err
+    report = read_json(run / "eval.json")
+    assert report["heldout_nll"] is None and "no density" in report["heldout_nll_reason"]
+    assert report["ground_truth"]["method"] == "kde" and report["ground_truth"]["bandwidth"] > 0
+    assert set(report["independent_critic"]) == {"wasserstein"}
+
+
+def test_eval_of_a_sweep_writes_eval_csv_at_its_root(gandiv, tmp_path):
+    assert gandiv("train", "-m", "objective=forward_kl,reverse_kl", *TINY).code == 0
+    (root,) = tmp_path.glob("multirun/*/*")
+    result = gandiv("eval", f"run={root}", "eval.critic.divergences=[js]", "eval.critic.steps=50")
+    assert result.code == 0, result.err
+    lines = (root / "eval.csv").read_text().splitlines()
+    assert len(lines) == 3 and lines[0].startswith("job,status,step,n_test,heldout_nll")
+    assert all((root / job / "eval.json").is_file() for job in ("0", "1"))
+
+
+def test_eval_rejects_an_unknown_critic_divergence(gandiv, tmp_path):
+    assert gandiv("train", *TINY).code == 0
+    result = gandiv("eval", f"run={only_run(tmp_path)}", "eval.critic.divergences=[bogus]")
+    assert result.code == 2 and "eval.critic.divergences" in result.err
 
 
 def _gif_frames(path: Path) -> int:

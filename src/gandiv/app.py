@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from gandiv import config as C
 from gandiv.build import (
     OBJECTIVE_CLASSES,
+    build_critic,
     build_dataset,
     build_model,
     build_objective,
@@ -29,14 +30,21 @@ from gandiv.build import (
     resolve_device,
 )
 from gandiv.data.splits import ToySplits
+from gandiv.data.toy import Mixture
+from gandiv.divergences import DIVERGENCE_NAMES
 from gandiv.errors import Interrupted, NumericalError, UserError
+from gandiv.evaluation.critic import CriticBudget, independent_critic
+from gandiv.evaluation.distances import sample_distances
 from gandiv.evaluation.ground_truth import ground_truth_metrics
+from gandiv.evaluation.kde import kde_ground_truth, scott_bandwidth
+from gandiv.evaluation.modes import mode_metrics
 from gandiv.models import GaussianModel
 from gandiv.models.base import GenerativeModel
+from gandiv.sweep import csv_text
 from gandiv.training.figures import RunFigures
 from gandiv.training.loop import Cadence, TrainResult
 from gandiv.training.loop import train as train_loop
-from gandiv.training.run_dir import RunDirectory
+from gandiv.training.run_dir import RunDirectory, atomic_write_bytes
 
 log = logging.getLogger("gandiv")
 
@@ -306,55 +314,145 @@ def load_run(path: Path) -> tuple[C.TrainConfig, dict[str, Any]]:
     return config, run.load_checkpoint()
 
 
-def evaluate(cfg: DictConfig) -> None:
-    """`gandiv eval run=DIR`: held-out likelihood and ground truth, written to DIR/eval.json."""
-    options = C.validate_eval_config(cfg)
-    run = RunDirectory(options.run)
-    config, state = load_run(run.path)
+def evaluate_run(path: Path, options: C.EvalConfig) -> dict[str, Any]:
+    """Every metric of DESIGN.md §5 for one finished run, on its held-out split."""
+    config, state = load_run(path)
     device = resolve_device(options.device, "device")
-    if options.threads is not None:
-        torch.set_num_threads(options.threads)
     data = build_dataset(config.dataset)
     model = build_model(config.model, data.dim).to(device)
     try:
         model.load_state_dict(state["model"])
     except (RuntimeError, KeyError) as err:
         raise UserError(
-            str(run.checkpoint_path), f"does not match the run's model config ({err})"
+            str(RunDirectory(path).checkpoint_path),
+            f"does not match the run's model config ({err})",
         ) from None
-    model.eval()
+    model.eval().requires_grad_(False)
     splits = ToySplits(data, config.dataset.n_train, config.dataset.n_test, config.dataset.seed).to(
         device
     )
-    results: dict[str, Any] = {"step": int(state["step"]), "n_test": len(splits.test)}
+    settings = options.eval
+    generator = torch.Generator(device=device).manual_seed(options.seed)
     with torch.no_grad():
-        if model.has_density:
-            results["heldout_nll"] = float(-model.log_prob(splits.test).mean())
-            noise = eval_generator(config.trainer.seed, results["step"], device)
-            row = build_objective(config.objective, data, config.critic, None).divergence
-            extra = {"objective_divergence": row} if row is not None else None
-            truth = ground_truth_metrics(
-                data, model, noise, points=options.eval.grid_points, extra=extra
+        samples = model.sample(settings.num_samples, generator)
+    report: dict[str, Any] = {"step": int(state["step"]), "n_test": len(splits.test)}
+
+    # held-out likelihood and ground truth ------------------------------------------------------
+    row = build_objective(config.objective, data, config.critic, None).divergence
+    extra = {"objective_divergence": row} if row is not None else None
+    if model.has_density:
+        with torch.no_grad():
+            report["heldout_nll"] = float(-model.log_prob(splits.test).mean())
+        noise = eval_generator(config.trainer.seed, report["step"], device)
+        truth: dict[str, Any] = ground_truth_metrics(
+            data, model, noise, settings.grid_points, settings.pis, extra
+        )
+        report["ground_truth"] = {
+            **truth,
+            "method": "quadrature" if data.dim <= 2 else "monte_carlo",
+        }
+    else:
+        report["heldout_nll"] = None
+        report["heldout_nll_reason"] = (
+            f"model={config.model.name} is an implicit generator: it has no density"
+        )
+        if data.dim <= 2:
+            bandwidth = settings.kde_bandwidth or min(scott_bandwidth(samples), data.length_scale())
+            report["ground_truth"] = kde_ground_truth(
+                data, samples, settings.grid_points, settings.pis, bandwidth
             )
-            results["ground_truth"] = {
-                **truth,
-                "method": "quadrature" if data.dim <= 2 else "monte_carlo",
-            }
         else:
-            results["heldout_nll"] = None
-            results["heldout_nll_reason"] = (
-                f"model={config.model.name} is an implicit generator: it has no density"
-            )
-    run.write_json("eval.json", results)
-    shown = ", ".join(
-        f"{k}={v:.4g}"
-        for k, v in {
-            "heldout_nll": results["heldout_nll"],
-            **results.get("ground_truth", {}),
-        }.items()
-        if isinstance(v, float)
+            report["ground_truth"] = None
+            report["ground_truth_reason"] = "kernel-density estimates are made in 1-D/2-D only"
+
+    # independent critics ---------------------------------------------------------------------
+    budget = CriticBudget(
+        steps=settings.critic.steps,
+        batch_size=settings.critic.batch_size,
+        lr=settings.critic.lr,
+        ema=settings.critic.ema,
+        gradient_penalty=settings.critic.gradient_penalty,
+        one_sided=settings.critic.one_sided,
     )
-    log.info("eval of %s at step %d: %s", run.path, results["step"], shown)
+
+    def sample_model(n: int, noise: torch.Generator) -> torch.Tensor:
+        with torch.no_grad():
+            return model.sample(n, noise)
+
+    critics = {}
+    for name in settings.critic.divergences:
+        pi = settings.pis[0] if name == "js_pi" and settings.pis else None
+        try:
+            critics[name] = independent_critic(
+                name,
+                splits.test,
+                sample_model,
+                lambda: build_critic(options.critic, data.dim).to(device),
+                budget,
+                generator,
+                pi=pi,
+            )
+        except ValueError as err:
+            raise UserError("eval.critic.divergences", str(err)) from None
+    report["independent_critic"] = critics
+
+    # modes and sample distances -----------------------------------------------------------------
+    if isinstance(data, Mixture):
+        report["modes"] = mode_metrics(samples, data)
+    report["sample_distances"] = sample_distances(splits.test, samples, generator)
+    return report
+
+
+def _flatten(prefix: str, value: Any) -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(_flatten(f"{prefix}.{key}" if prefix else str(key), item))
+        return out
+    return {prefix: value}
+
+
+def evaluate(cfg: DictConfig) -> None:
+    """`gandiv eval run=DIR`: DIR/eval.json; for a sweep, every job's and eval.csv at its root."""
+    options = C.validate_eval_config(cfg)
+    allowed = (*DIVERGENCE_NAMES, "wasserstein")
+    for name in options.eval.critic.divergences:
+        if name not in allowed:
+            raise UserError(
+                "eval.critic.divergences", f"'{name}' is not one of: {', '.join(allowed)}"
+            )
+    if options.threads is not None:
+        torch.set_num_threads(options.threads)
+    root = Path(options.run)
+    single = (root / ".hydra" / "config.yaml").is_file()
+    runs = [root] if single else sorted(p.parent.parent for p in root.glob("*/.hydra/config.yaml"))
+    rows = []
+    for path in runs:
+        started = time.perf_counter()
+        try:
+            report = evaluate_run(path, options)
+        except UserError as err:
+            if single:
+                raise
+            log.error("eval of %s failed: %s", path, err)
+            rows.append({"job": path.name, "status": "failed", "error": str(err)})
+            continue
+        report["eval_time_s"] = round(time.perf_counter() - started, 3)
+        RunDirectory(path).write_json("eval.json", report)
+        rows.append({"job": path.name, "status": "ok", **_flatten("", report)})
+        shown = ", ".join(
+            f"{k}={v:.4g}"
+            for k, v in _flatten("", report).items()
+            if isinstance(v, float) and not k.endswith(("stderr", "steps", "n_train", "n_test"))
+        )
+        log.info("eval of %s at step %d: %s", path, report["step"], shown)
+    if not single:
+        atomic_write_bytes(root / "eval.csv", csv_text(rows).encode())
+        failed = [r["job"] for r in rows if r["status"] != "ok"]
+        if failed:
+            raise UserError(
+                "run", f"jobs {', '.join(failed)} could not be evaluated (see eval.csv)"
+            )
 
 
 # ------------------------------------------------------------------------------------------------

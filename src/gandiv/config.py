@@ -237,6 +237,7 @@ class EvalCriticConfig:
     lr: float = _spec(gt=0.0)
     ema: float = _spec(ge=0.0, lt=1.0)
     gradient_penalty: float = _spec(ge=0.0)
+    one_sided: bool = _spec()
 
 
 @dataclass
@@ -244,6 +245,7 @@ class EvalOptions:
     critic: EvalCriticConfig = field(default_factory=EvalCriticConfig)
     pis: list[float] = _spec(gt=0.0, lt=1.0)
     num_samples: int = _spec(ge=100)
+    kde_bandwidth: float | None = _spec(gt=0.0)
     grid_points: int | None = _spec(ge=16)
 
 

@@ -60,7 +60,7 @@ def job_rows(root: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _csv(rows: list[dict[str, Any]]) -> str:
+def csv_text(rows: list[dict[str, Any]]) -> str:
     columns: list[str] = []
     for row in rows:
         columns += [k for k in row if k not in columns]
@@ -146,10 +146,10 @@ def write_sweep_summary(root: Path) -> list[dict[str, Any]]:
     rows = job_rows(root)
     if not rows:
         return rows
-    atomic_write_bytes(root / "sweep.csv", _csv(rows).encode())
+    atomic_write_bytes(root / "sweep.csv", csv_text(rows).encode())
     table = comparison_table(rows)
     if table:
-        atomic_write_bytes(root / "table.csv", _csv(table).encode())
+        atomic_write_bytes(root / "table.csv", csv_text(table).encode())
         atomic_write_bytes(root / "table.md", _markdown(table).encode())
     x_key, group_keys = swept_keys(rows)
     metrics = [m for m in ("kl_pq", "kl_qp", "js") if any(m in r for r in rows)]
