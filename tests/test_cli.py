@@ -87,7 +87,13 @@ USER_ERRORS = [
     (["eval"], "run: missing; usage: gandiv eval run=DIR"),
     (["eval", "run=does/not/exist"], "is not a gandiv run or sweep directory"),
     (["eval", "run=."], "is not a gandiv run or sweep directory"),
-    (["bogus"], "unknown command 'bogus'; choose one of: train, eval"),
+    (["bogus"], "unknown command 'bogus'; choose one of: train, eval, plot"),
+    (["train", "objective=mmd", "trainer.batch_size=1"], "objective=mmd needs at least 2 samples"),
+    (["train", "plot.grid=100000"], "plot.grid: must be >= 16 and <= 1000, got 100000"),
+    (["train", "trainer.lr=1e38"], "trainer.lr: must be > 0.0 and <= 1000.0"),
+    (["plot"], "run: missing; usage: gandiv plot run=DIR"),
+    (["plot", "run=nowhere"], "is not a gandiv run directory"),
+    (["eval", "run=nowhere", "run=elsewhere"], "'elsewhere' is not a gandiv run or sweep"),
     ([], "usage: gandiv <command>"),
 ]
 
@@ -117,7 +123,7 @@ def test_cuda_requested_without_cuda(gandiv, tmp_path):
 
 def test_objective_needing_the_data_density_refuses_data_without_one():
     data = gaussian([0.0], [[1.0]])
-    data.has_density = False  # type: ignore[attr-defined]
+    data.has_density = False  # as for a dataset known only through samples
     model = type("M", (), {"name": "gaussian"})()
     for name in ("reverse_kl", "direct"):
         with pytest.raises(UserError, match=f"{name} needs the data's density"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import re
@@ -365,3 +366,39 @@ def test_sweep_root_gets_a_csv_and_a_figure(gandiv, tmp_path):
     assert lines[0].startswith("job,objective,objective.divergence,objective.pi")
     assert len(lines) == 3 and all(",ok," in line for line in lines[1:])
     assert (root / "sweep.png").stat().st_size > 10_000
+
+
+def test_a_failing_job_does_not_stop_the_sweep(gandiv, tmp_path):
+    result = gandiv(
+        "train", "-m", "objective=fgan", "objective.divergence=kl,bogus,js", "plot.every=0", *TINY
+    )
+    assert result.code == 2
+    assert "failed jobs: 1 (the others finished; see sweep.csv)" in result.err
+    assert "Traceback" not in result.err
+    (root,) = tmp_path.glob("multirun/*/*")
+    with open(root / "sweep.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["status"] for r in rows] == ["ok", "failed", "ok"]
+    assert "unknown divergence 'bogus'" in rows[1]["error"]
+
+
+def test_resume_refuses_a_checkpoint_missing_a_key_or_from_another_device(gandiv, tmp_path):
+    assert gandiv("train", *TINY).code == 0
+    run = only_run(tmp_path)
+    path = run / "checkpoints" / "last.pt"
+    state = torch.load(path, weights_only=True)
+    torch.save({**state, "device": "cuda"}, path)
+    result = gandiv("train", f"resume={run}", "trainer.steps=80")
+    assert result.code == 2 and "trained on cuda and can only be resumed there" in result.err
+    del state["optimizer"]
+    torch.save(state, path)
+    result = gandiv("train", f"resume={run}", "trainer.steps=80")
+    assert result.code == 2 and "not a gandiv checkpoint (missing optimizer)" in result.err
+
+
+def test_drawing_never_changes_training_even_with_a_spectrally_normalised_critic(gandiv, tmp_path):
+    args = ["objective=gan", "critic.spectral_norm=true", "plot.figures_every=10", *TINY]
+    assert gandiv("train", *args, "plot.every=0").code == 0
+    assert gandiv("train", *args, "plot.every=5").code == 0
+    first, second = run_dirs(tmp_path)
+    assert metrics_without_time(first) == metrics_without_time(second)

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from gandiv import config as C
@@ -36,7 +37,7 @@ from gandiv.errors import Interrupted, NumericalError, UserError
 from gandiv.evaluation.critic import CriticBudget, independent_critic
 from gandiv.evaluation.distances import sample_distances
 from gandiv.evaluation.ground_truth import ground_truth_metrics
-from gandiv.evaluation.kde import kde_ground_truth, scott_bandwidth
+from gandiv.evaluation.kde import kde_ground_truth
 from gandiv.evaluation.modes import mode_metrics
 from gandiv.models import GaussianModel
 from gandiv.models.base import GenerativeModel
@@ -119,8 +120,10 @@ def train(cfg: DictConfig) -> None:
     run = RunDirectory(HydraConfig.get().runtime.output_dir)
     try:
         session = _prepare_training(cfg, run)
-    except UserError:
-        if cfg.get("resume") is None:
+    except UserError as err:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:  # the sweep's table shows the failed job
+            run.write_summary({"status": "failed", "error": str(err)})
+        elif cfg.get("resume") is None:
             _discard_unused(run)
         raise
     session()
@@ -142,7 +145,7 @@ def _prepare_training(cfg: DictConfig, run: RunDirectory) -> Any:
         _check_resumable(state, plain, trainer.steps)
 
     data = build_dataset(config.dataset)
-    check_combination(config.objective, config.model, data)
+    check_combination(config.objective, config.model, data, trainer.batch_size)
     device = resolve_device(trainer.device, "trainer.device")
     n_train = config.dataset.n_train
     if n_train is not None and trainer.batch_size > n_train:
@@ -184,7 +187,7 @@ def _prepare_training(cfg: DictConfig, run: RunDirectory) -> Any:
         run.write_text(".hydra/config.yaml", OmegaConf.to_yaml(cfg))
         run.write_text(".hydra/overrides.yaml", OmegaConf.to_yaml(_job_overrides()))
 
-    cache: dict[str, Any] = {}
+    cache: dict[Any, Any] = {}
     extra = {"objective_divergence": objective.divergence} if objective.divergence else None
 
     def evaluate(step: int) -> dict[str, float]:
@@ -357,9 +360,8 @@ def evaluate_run(path: Path, options: C.EvalConfig) -> dict[str, Any]:
             f"model={config.model.name} is an implicit generator: it has no density"
         )
         if data.dim <= 2:
-            bandwidth = settings.kde_bandwidth or min(scott_bandwidth(samples), data.length_scale())
             report["ground_truth"] = kde_ground_truth(
-                data, samples, settings.grid_points, settings.pis, bandwidth
+                data, samples, settings.grid_points, settings.pis, settings.kde_bandwidth, extra
             )
         else:
             report["ground_truth"] = None

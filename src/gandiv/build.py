@@ -28,8 +28,11 @@ from gandiv.objectives.mmd import MMD
 
 T = TypeVar("T")
 
-# What each model offers: a density (log q) and reparameterised samples.
-MODEL_HAS_DENSITY = {"gaussian": True, "flow": True, "mlp": False}
+MODEL_CLASSES: dict[str, type[GenerativeModel]] = {
+    "gaussian": GaussianModel,
+    "flow": CouplingFlow,
+    "mlp": MLPGenerator,
+}
 OBJECTIVE_CLASSES: dict[str, type[Objective]] = {
     "forward_kl": ForwardKL,
     "reverse_kl": ReverseKL,
@@ -39,12 +42,14 @@ OBJECTIVE_CLASSES: dict[str, type[Objective]] = {
         ("gan", "ns_gan", "logit_gan", "reverse_kl_fgan", "fgan", "js_pi"), VariationalDivergence
     ),
 }
-# The adversarial presets: (divergence row, model step).
-ADVERSARIAL_PRESETS = {
-    "gan": ("gan", "minimax"),
-    "ns_gan": ("gan", "nonsaturating"),
-    "logit_gan": ("gan", "logit"),
-    "reverse_kl_fgan": ("reverse_kl", "minimax"),
+# The adversarial presets: (the critic's row, the model step, the divergence that step minimises
+# with an optimal critic when it is not the row's own: Huszár's logit step minimises KL(Q‖P); no
+# divergence is known for the non-saturating step).
+ADVERSARIAL_PRESETS: dict[str, tuple[str, str, str | None]] = {
+    "gan": ("gan", "minimax", None),
+    "ns_gan": ("gan", "nonsaturating", None),
+    "logit_gan": ("gan", "logit", "reverse_kl"),
+    "reverse_kl_fgan": ("reverse_kl", "minimax", None),
 }
 
 
@@ -97,21 +102,23 @@ def build_critic(cfg: C.MLPCriticConfig, dim: int) -> nn.Module:
     )
 
 
-def check_combination(objective: Any, model: Any, data: ToyData) -> None:
+def check_combination(objective: Any, model: Any, data: ToyData, batch_size: int = 2) -> None:
     """Refuse objective/model/data combinations that cannot work, before any training."""
     cls = OBJECTIVE_CLASSES[objective.name]
-    if cls.needs_model_density and not MODEL_HAS_DENSITY[model.name]:
+    if cls.needs_model_density and not MODEL_CLASSES[model.name].has_density:
         raise UserError(
             "objective",
             f"{objective.name} needs a model with a density, but model={model.name} is an "
             "implicit generator (samples only); use model=gaussian or model=flow",
         )
-    if cls.needs_data_density and not getattr(data, "has_density", True):
+    if cls.needs_data_density and not data.has_density:
         raise UserError(
             "objective",
             f"{objective.name} needs the data's density, which is unknown for this dataset; "
             "use objective=forward_kl or a sample-based objective",
         )
+    if isinstance(objective, C.MMDConfig) and batch_size < 2:
+        raise UserError("trainer.batch_size", "objective=mmd needs at least 2 samples per batch")
 
 
 def build_objective(
@@ -127,6 +134,7 @@ def build_objective(
         return Direct(data, row, grid_points)
     if isinstance(cfg, C.MMDConfig):
         return MMD(cfg.bandwidths)
+    target = None
     if isinstance(cfg, C.FGANConfig):
         if cfg.divergence == "js_pi":
             raise UserError(
@@ -137,8 +145,9 @@ def build_objective(
     elif isinstance(cfg, C.JSPiConfig):
         row, step = get_divergence("js_pi", cfg.pi), cfg.generator
     else:
-        name, step = ADVERSARIAL_PRESETS[cfg.name]
+        name, step, target_name = ADVERSARIAL_PRESETS[cfg.name]
         row = get_divergence(name)
+        target = get_divergence(target_name) if target_name else None
     return VariationalDivergence(
         cfg.name,
         build_critic(critic, data.dim),
@@ -146,6 +155,7 @@ def build_objective(
         step,
         gradient_penalty=cfg.gradient_penalty,
         critic_ema=critic.ema,
+        target=target,
     )
 
 

@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import CompactHydraException, HydraException, OverrideParseException
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -74,12 +76,26 @@ def _reported(command: str) -> Iterator[None]:
         raise SystemExit(EXIT_SIGINT if err.signum == signal.SIGINT else EXIT_SIGTERM) from None
 
 
+# Jobs of the current multirun that failed: (exit code, job number, message).
+_FAILED_JOBS: list[tuple[int, int, str]] = []
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def _train_app(cfg: DictConfig) -> None:
     from gandiv.app import train
 
-    with _reported("train"):
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        with _reported("train"):
+            train(cfg)
+        return
+    # In a sweep a failing job is recorded (its summary.json says why) and the others go on.
+    try:
         train(cfg)
+    except (UserError, NumericalError) as err:
+        code = EXIT_NUMERICAL if isinstance(err, NumericalError) else EXIT_USER_ERROR
+        _FAILED_JOBS.append((code, int(hydra_cfg.job.num), str(err)))
+        sys.stderr.write(f"gandiv train: job {hydra_cfg.job.num} failed: {err}\n")
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
@@ -126,7 +142,7 @@ def describe_hydra_error(err: Exception) -> str:
     override = re.search(r"Could not override '([^']+)'", text)
     if override:
         key = override.group(1)
-        return f"{key}: unknown key (`gandiv train --cfg job` lists every key)"
+        return f"{key}: unknown key (`--cfg job` lists every key)"
     appending = re.search(r"Could not append to config\. An item is already at '([^']+)'", text)
     if appending:
         key = appending.group(1)
@@ -153,10 +169,9 @@ def _describe_parse_error(args: Sequence[str], err: Exception) -> str:
 
 
 def _arg_value(args: Sequence[str], key: str) -> str | None:
-    for arg in args:
-        if arg.startswith(f"{key}="):
-            return arg.split("=", 1)[1]
-    return None
+    """The value of `key=VALUE` among the overrides (the last one wins, as in Hydra)."""
+    values = [arg.split("=", 1)[1] for arg in args if arg.startswith(f"{key}=")]
+    return values[-1] if values else None
 
 
 def _informational(args: Sequence[str]) -> bool:
@@ -224,6 +239,7 @@ def _run(command: str, args: list[str]) -> None:
     with _reported(command):
         args = _resume_args(args) if command == "train" else _run_args(command, args)
         sys.argv = [sys.argv[0], *args]
+        _FAILED_JOBS.clear()
         try:
             _APPS[command]()
         except OverrideParseException as err:
@@ -232,6 +248,10 @@ def _run(command: str, args: list[str]) -> None:
             _fail(command, describe_hydra_error(err))
         except HydraException as err:
             _fail(command, _first_line(str(err)))
+        if _FAILED_JOBS:
+            jobs = ", ".join(str(num) for _, num, _ in _FAILED_JOBS)
+            code = max(code for code, _, _ in _FAILED_JOBS)
+            _fail(command, f"failed jobs: {jobs} (the others finished; see sweep.csv)", code)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -178,17 +178,17 @@ class TrainerConfig:
     device: str = _spec(choices=DEVICES)
     threads: int | None = _spec(ge=1)
     optimizer: str = _spec(choices=OPTIMIZERS)
-    lr: float = _spec(gt=0.0)
-    lr_g: float | None = _spec(gt=0.0)
-    lr_d: float | None = _spec(gt=0.0)
+    lr: float = _spec(gt=0.0, le=1e3)
+    lr_g: float | None = _spec(gt=0.0, le=1e3)
+    lr_d: float | None = _spec(gt=0.0, le=1e3)
     betas: list[float] = _spec(length=2, ge=0.0, lt=1.0)
     betas_d: list[float] | None = _spec(length=2, ge=0.0, lt=1.0)
     critic_steps: int = _spec(ge=1)
     log_every: int = _spec(ge=0)
     eval_every: int = _spec(ge=0)
     checkpoint_every: int = _spec(ge=0)
-    grid_points: int | None = _spec(ge=16)
-    num_samples: int = _spec(ge=1)
+    grid_points: int | None = _spec(ge=16, le=4096)
+    num_samples: int = _spec(ge=1, le=10_000_000)
     progress: bool = _spec()
 
 
@@ -210,8 +210,8 @@ RESUMABLE_KEYS = frozenset(
 class PlotConfig:
     every: int = _spec(ge=0)
     figures_every: int = _spec(ge=0)
-    samples: int = _spec(ge=1)
-    grid: int = _spec(ge=16)
+    samples: int = _spec(ge=1, le=100_000)
+    grid: int = _spec(ge=16, le=1000)
 
 
 @dataclass
@@ -244,9 +244,9 @@ class EvalCriticConfig:
 class EvalOptions:
     critic: EvalCriticConfig = field(default_factory=EvalCriticConfig)
     pis: list[float] = _spec(gt=0.0, lt=1.0)
-    num_samples: int = _spec(ge=100)
+    num_samples: int = _spec(ge=100, le=1_000_000)
     kde_bandwidth: float | None = _spec(gt=0.0)
-    grid_points: int | None = _spec(ge=16)
+    grid_points: int | None = _spec(ge=16, le=4096)
 
 
 @dataclass

@@ -51,6 +51,8 @@ def job_rows(root: Path) -> list[dict[str, Any]]:
         if summary_path.is_file():
             summary = json.loads(summary_path.read_text())
             row["status"] = "ok" if summary.get("status") == "completed" else summary.get("status")
+            if "error" in summary:
+                row["error"] = summary["error"]
             row.update({k: summary[k] for k in METRICS if k in summary})
             for name, value in summary.get("params", {}).items():
                 row.update(_flatten(name, value))

@@ -78,6 +78,7 @@ class ToyData(ABC):
     """A distribution with an exact sampler and an exact log-density."""
 
     dim: int
+    has_density = True  # the exact log-density is known (objectives may use it)
 
     @abstractmethod
     def sample(self, n: int, generator: torch.Generator) -> Tensor:

@@ -21,6 +21,7 @@ from gandiv.evaluation.quadrature import (
     Grid,
     ground_truth,
     ground_truth_rows,
+    integrate,
     make_grid,
     monte_carlo_f_divergence,
 )
@@ -29,6 +30,8 @@ from gandiv.models.base import GenerativeModel
 # Largest grid per dimension: 4096 points on a line, 512² on a plane.
 MAX_POINTS = {1: 4096, 2: 512}
 MIN_POINTS = {1: 512, 2: 128}
+# The model's density must integrate to 1 within this over the grid for quadrature to be trusted.
+MASS_TOLERANCE = 1e-3
 
 
 def quadrature_box(data: ToyData, model_samples: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -79,6 +82,21 @@ class DataGrid:
         return bool((self.low <= low).all() and (self.high >= high).all())
 
 
+def covering_box(data: ToyData, model_samples: Tensor) -> tuple[int, Tensor, Tensor]:
+    """The data's quadrature box, doubled about its centre k times until it holds the samples.
+
+    The box depends only on the data and the current samples (not on earlier evaluations), so
+    metrics are reproducible whatever the evaluation cadence or a resume.
+    """
+    low, high = quadrature_box(data)
+    centre, half = (low + high) / 2, (high - low) / 2
+    s_low, s_high = quadrature_box(data, model_samples)
+    k = 0
+    while k < 20 and (((centre - half) > s_low).any() or ((centre + half) < s_high).any()):
+        half, k = 2 * half, k + 1
+    return k, centre - half, centre + half
+
+
 def ground_truth_metrics(
     data: ToyData,
     model: GenerativeModel,
@@ -87,25 +105,30 @@ def ground_truth_metrics(
     pis: Sequence[float] = (),
     extra: Mapping[str, FDivergence] | None = None,
     n_samples: int = 20_000,
-    cache: dict[str, DataGrid] | None = None,
+    cache: dict[tuple[int, str], DataGrid] | None = None,
 ) -> dict[str, float]:
     """KL(P‖Q) as ``kl_pq``, KL(Q‖P) as ``kl_qp``, the JSD as ``js`` (nats), ``js_pi_<π>`` and
     any `extra` rows under their names.
 
-    Exact by quadrature in 1-D/2-D, Monte Carlo with `n_samples` draws from each otherwise.
-    `cache` (optional) keeps the data's grid between calls so log p is evaluated once per box.
+    Exact by quadrature in 1-D/2-D, Monte Carlo with `n_samples` draws from each otherwise — and
+    also in 1-D/2-D when the grid cannot resolve the model (its density does not integrate to 1
+    over the grid: a model far wider or narrower than the data). `cache` (optional) keeps the
+    data's grids between calls so log p is evaluated once per box.
     """
     with torch.no_grad():
         model_samples = model.sample(n_samples, generator)
         if data.dim <= 2:
-            low, high = quadrature_box(data, model_samples)
-            held = cache.get("grid") if cache is not None else None
-            if held is None or not held.covers(low, high):
-                held = DataGrid(data, low, high, points)
+            k, low, high = covering_box(data, model_samples)
+            key = (k, str(model_samples.device))
+            held = cache.get(key) if cache is not None else None
+            if held is None:
+                held = DataGrid(data, low, high, points).to(model_samples.device)
                 if cache is not None:
-                    cache["grid"] = held
+                    cache[key] = held
             log_q = model.log_prob(held.grid.points.to(model_samples)).to(torch.float64)
-            return ground_truth(held.log_p, log_q, held.grid, pis, extra)
+            mass = float(integrate(log_q.exp(), held.grid))
+            if abs(mass - 1.0) < MASS_TOLERANCE:
+                return ground_truth(held.log_p, log_q, held.grid, pis, extra)
         data_samples = data.sample(n_samples, generator).to(model_samples)
         lp_data, lq_data = data.log_prob(data_samples), model.log_prob(data_samples)
         lp_model, lq_model = data.log_prob(model_samples), model.log_prob(model_samples)

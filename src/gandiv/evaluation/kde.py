@@ -10,12 +10,13 @@ divergences (for a Gaussian model, E q̂ = the model with h² added to its covar
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor
 
 from gandiv.data.toy import ToyData
+from gandiv.divergences import FDivergence
 from gandiv.evaluation.ground_truth import MAX_POINTS, DataGrid, grid_points, quadrature_box
 from gandiv.evaluation.quadrature import Grid, ground_truth
 
@@ -121,12 +122,14 @@ def kde_ground_truth(
     points: int | None = None,
     pis: Sequence[float] = (),
     bandwidth: float | None = None,
+    extra: Mapping[str, FDivergence] | None = None,
 ) -> dict[str, float | str]:
     """KL(P‖Q̂) as ``kl_pq``, KL(Q̂‖P) as ``kl_qp``, ``js`` and ``js_pi_<π>`` (nats) between the data
     P and the Gaussian KDE Q̂ of `samples`, by quadrature (1-D/2-D only).
 
-    `bandwidth` h defaults to Scott's rule, which suits unimodal samples and over-smooths
-    multimodal ones (ring8: h ≈ 0.2 against component stds of 0.014).
+    `bandwidth` h defaults to Scott's rule capped at the data's smallest length scale: Scott's
+    rule alone suits unimodal samples and over-smooths multimodal ones (ring8: h ≈ 0.2 against
+    component stds of 0.014).
 
     The box is the data's quadrature box widened to hold every kernel out to 8 h; the grid has
     `points` per dimension, by default the data grid's spacing refined to ≤ h/1.5 (within the
@@ -143,7 +146,7 @@ def kde_ground_truth(
     samples = samples.detach().to(torch.float64).cpu()
     samples = samples[torch.isfinite(samples).all(dim=1)]
     if bandwidth is None:
-        bandwidth = scott_bandwidth(samples)
+        bandwidth = min(scott_bandwidth(samples), data.length_scale())
     elif not bandwidth > 0:
         raise ValueError(f"bandwidth must be > 0, got {bandwidth}")
     reach = _KERNEL_REACH * bandwidth
@@ -155,5 +158,5 @@ def kde_ground_truth(
         points = min(wanted, MAX_POINTS[data.dim])
     held = DataGrid(data, low, high, points)
     log_q = kde_log_prob_on_grid(held.grid, samples, bandwidth)
-    metrics = ground_truth(held.log_p.to(torch.float64), log_q, held.grid, pis)
+    metrics = ground_truth(held.log_p.to(torch.float64), log_q, held.grid, pis, extra)
     return {"method": "kde", "bandwidth": bandwidth, "n_samples": len(samples), **metrics}

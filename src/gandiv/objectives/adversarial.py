@@ -35,13 +35,14 @@ GENERATOR_LOSSES = ("minimax", "nonsaturating", "logit")
 class VariationalDivergence(Objective):
     """The f-GAN game for one divergence row, with a choice of model step.
 
+    `target` is the divergence a non-minimax model step minimises with an optimal critic (the
+    logit step: KL(Q‖P)); the minimax step minimises the row's own divergence.
     `gradient_penalty` γ adds Mescheder et al.'s (2018) R1 penalty γ/2 · E_p‖∇_x V(x)‖² to the
     critic's loss. With `critic_ema` > 0 the model steps against an exponential moving average of
     the critic's weights (decay `critic_ema`) instead of the critic itself.
     """
 
     uses_critic: ClassVar[bool] = True
-    divergence: FDivergence
 
     def __init__(
         self,
@@ -51,13 +52,17 @@ class VariationalDivergence(Objective):
         generator_loss: str,
         gradient_penalty: float = 0.0,
         critic_ema: float = 0.0,
+        target: FDivergence | None = None,
     ) -> None:
         super().__init__()
         if generator_loss not in GENERATOR_LOSSES:
             raise ValueError(f"generator loss must be one of {GENERATOR_LOSSES}")
         self.name = name  # type: ignore[misc]
         self.critic = critic
-        self.divergence = divergence
+        self.row = divergence  # the row whose variational bound the critic maximises
+        # The divergence the model step minimises (with an optimal critic): the row itself for the
+        # minimax step; for the other steps the caller says (None: no divergence is known).
+        self.divergence = target if generator_loss != "minimax" else divergence
         self.generator_loss = generator_loss
         self.gradient_penalty = gradient_penalty
         self.critic_average = (
@@ -73,8 +78,7 @@ class VariationalDivergence(Objective):
 
     def bound(self, v_real: Tensor, v_fake: Tensor) -> Tensor:
         """E_p[g_f(V)] − E_q[f*(g_f(V))] from raw critic outputs: the critic's estimate of D_f."""
-        row = self.divergence
-        return row.activation(v_real).mean() - row.conjugate_activation(v_fake).mean()
+        return self.row.activation(v_real).mean() - self.row.conjugate_activation(v_fake).mean()
 
     def critic_loss(
         self, model: GenerativeModel, batch: Tensor, generator: torch.Generator
@@ -109,9 +113,9 @@ class VariationalDivergence(Objective):
         critic = self.critic if self.critic_average is None else self.critic_average
         v = critic(samples)
         if self.generator_loss == "minimax":  # minimise the bound: −E_q[f*(g_f(V))]
-            return -self.divergence.conjugate_activation(v).mean()
+            return -self.row.conjugate_activation(v).mean()
         if self.generator_loss == "nonsaturating":  # maximise E_q[g_f(V)]
-            return -self.divergence.activation(v).mean()
+            return -self.row.activation(v).mean()
         return -v.mean()  # logit: maximise E_q[V]
 
     def critic_output(self, x: Tensor) -> Tensor:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import io
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -92,13 +93,31 @@ class RunFigures:
         (grad,) = torch.autograd.grad(loss, x)
         return (-grad).cpu().numpy()
 
+    @contextmanager
+    def _frozen(self) -> Iterator[None]:
+        """Evaluation mode while drawing: a spectrally normalised critic must not run its power
+        iteration (that would change training); the previous modes are restored after."""
+        modes = [(m, m.training) for m in (self.model, self.objective)]
+        for module, _ in modes:
+            module.eval()
+        try:
+            yield
+        finally:
+            for module, training in modes:
+                module.train(training)
+
     def frame(self, step: int) -> None:
         """Record one animation frame (model samples from the fixed z, and their push)."""
-        samples = self._model_samples()
-        self.frames.append(Frame(step, samples.cpu().numpy(), self._directions(samples)))
+        with self._frozen():
+            samples = self._model_samples()
+            self.frames.append(Frame(step, samples.cpu().numpy(), self._directions(samples)))
 
     def figures(self, step: int, records: Sequence[Mapping[str, Any]]) -> dict[str, Figure]:
         """Every figure of the run at `step`, by file name."""
+        with self._frozen():
+            return self._figures(step, records)
+
+    def _figures(self, step: int, records: Sequence[Mapping[str, Any]]) -> dict[str, Figure]:
         title = f"{self.title} · step {step}"
         samples = self._model_samples()
         shown = samples.cpu().numpy()

@@ -21,17 +21,13 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from gandiv.data.splits import ToySplits
-from gandiv.errors import Interrupted, NumericalError
+from gandiv.errors import Interrupted, NumericalError, UserError
 from gandiv.models.base import GenerativeModel
 from gandiv.objectives.base import Objective
 from gandiv.training.figures import RunFigures
 from gandiv.training.run_dir import RunDirectory
 
 log = logging.getLogger(__name__)
-
-# Keys of a metrics line that measure time rather than the computation (excluded when runs are
-# compared for exact reproducibility).
-TIMING_KEYS = frozenset({"time_s"})
 
 
 @dataclass
@@ -107,15 +103,27 @@ def train(
     count = 0
     first_bad: dict[str, torch.Tensor] = {}  # per logged loss: the first step it was NaN/Inf
     if resume_from is not None:
+        if resume_from["device"] != device.type:
+            raise UserError(
+                "trainer.device",
+                f"the run was trained on {resume_from['device']} and can only be resumed there "
+                f"(this resume would use {device.type}); "
+                f"set trainer.device={resume_from['device']}",
+            )
+        try:
+            model.load_state_dict(resume_from["model"])
+            objective.load_state_dict(resume_from["objective"])
+            optimizer.load_state_dict(resume_from["optimizer"])
+            if critic_optimizer is not None:
+                critic_optimizer.load_state_dict(resume_from["critic_optimizer"])
+            generator.set_state(resume_from["generator"])
+            torch.set_rng_state(resume_from["torch_rng"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as err:
+            raise UserError(
+                str(run.checkpoint_path), f"does not match this run's config ({err})"
+            ) from None
         step = int(resume_from["step"])
         train_time = float(resume_from["train_time_s"])
-        model.load_state_dict(resume_from["model"])
-        objective.load_state_dict(resume_from["objective"])
-        optimizer.load_state_dict(resume_from["optimizer"])
-        if critic_optimizer is not None:
-            critic_optimizer.load_state_dict(resume_from["critic_optimizer"])
-        generator.set_state(resume_from["generator"])
-        torch.set_rng_state(resume_from["torch_rng"])
         sums = {k: v.to(device) for k, v in resume_from["loss_sums"].items()}
         count = int(resume_from["loss_count"])
         first_bad = {k: v.to(device) for k, v in resume_from["first_bad"].items()}
@@ -166,6 +174,7 @@ def train(
                 "metrics_bytes": run.sync_metrics(),
                 "train_time_s": train_time + (time.perf_counter() - session_start),
                 "config": config,
+                "device": device.type,
                 "figures": figures.state_dict() if figures is not None else None,
             }
         )
@@ -220,6 +229,7 @@ def train(
                 count = 0
                 bar.set_postfix(loss=f"{means['loss']:.4g}", refresh=False)
             if evaluate is not None and (Cadence.due(step, cadence.eval_every) or final):
+                check_finite()  # never evaluate (or log) a broken model
                 started = time.perf_counter()
                 result.last_eval = evaluate(step)
                 record.update(result.last_eval)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +21,24 @@ import numpy as np
 import torch
 
 from gandiv.errors import UserError
+
+# What every checkpoint holds (see training.loop): checked before a resume touches anything.
+CHECKPOINT_KEYS = (
+    "step",
+    "model",
+    "objective",
+    "optimizer",
+    "critic_optimizer",
+    "generator",
+    "torch_rng",
+    "loss_sums",
+    "loss_count",
+    "first_bad",
+    "metrics_bytes",
+    "train_time_s",
+    "config",
+    "device",
+)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -53,8 +72,20 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     atomic_write(path, lambda handle: handle.write(data))
 
 
+def _finite(obj: Any) -> Any:
+    """JSON has no NaN or infinity: non-finite numbers are written as null."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return obj
+
+
 def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, allow_nan=True) + "\n").encode())
+    text = json.dumps(_finite(obj), indent=2, allow_nan=False) + "\n"
+    atomic_write_bytes(path, text.encode())
 
 
 class RunDirectory:
@@ -75,7 +106,7 @@ class RunDirectory:
         if self._metrics is None:
             self.path.mkdir(parents=True, exist_ok=True)
             self._metrics = open(self.metrics_path, "a", encoding="utf-8")  # noqa: SIM115
-        self._metrics.write(json.dumps(record) + "\n")
+        self._metrics.write(json.dumps(_finite(record), allow_nan=False) + "\n")
         self._metrics.flush()
 
     def sync_metrics(self) -> int:
@@ -96,7 +127,18 @@ class RunDirectory:
         if not self.metrics_path.exists():
             return []
         with open(self.metrics_path, encoding="utf-8") as handle:
-            return [json.loads(line) for line in handle if line.strip()]
+            lines = [line for line in handle.read().split("\n") if line.strip()]
+        records = []
+        for number, line in enumerate(lines, 1):
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                if number == len(lines):  # a line torn by a crash: the resume truncates it
+                    break
+                raise UserError(
+                    str(self.metrics_path), f"line {number} is not JSON; the file is corrupt"
+                ) from None
+        return records
 
     def close(self) -> None:
         if self._metrics is not None:
@@ -121,8 +163,11 @@ class RunDirectory:
             raise UserError(
                 str(self.checkpoint_path), f"unreadable or corrupt checkpoint ({reason})"
             ) from None
-        if not isinstance(state, dict) or "step" not in state:
-            raise UserError(str(self.checkpoint_path), "not a gandiv checkpoint")
+        missing = [k for k in CHECKPOINT_KEYS if not isinstance(state, dict) or k not in state]
+        if missing:
+            raise UserError(
+                str(self.checkpoint_path), f"not a gandiv checkpoint (missing {', '.join(missing)})"
+            )
         return state
 
     # final files --------------------------------------------------------------------------
