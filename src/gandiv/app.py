@@ -31,7 +31,7 @@ from gandiv.build import (
     resolve_device,
 )
 from gandiv.data.splits import ToySplits
-from gandiv.data.toy import Mixture
+from gandiv.data.toy import Mixture, ToyData
 from gandiv.divergences import DIVERGENCE_NAMES
 from gandiv.errors import Interrupted, NumericalError, UserError
 from gandiv.evaluation.critic import CriticBudget, independent_critic
@@ -41,6 +41,7 @@ from gandiv.evaluation.kde import kde_ground_truth
 from gandiv.evaluation.modes import mode_metrics
 from gandiv.models import GaussianModel
 from gandiv.models.base import GenerativeModel
+from gandiv.objectives.base import Objective
 from gandiv.sweep import csv_text
 from gandiv.training.figures import RunFigures
 from gandiv.training.loop import Cadence, TrainResult
@@ -201,9 +202,8 @@ def _prepare_training(cfg: DictConfig, run: RunDirectory) -> Any:
 
     figures = None
     if data.dim <= 2:
-        title = f"{config.objective.name} · {config.dataset.name} · model {config.model.name}"
         figures = RunFigures(
-            data, model, objective, title, config.plot.samples, config.plot.grid, device
+            data, model, objective, run_title(config), config.plot.samples, config.plot.grid, device
         )
 
     def session() -> None:
@@ -317,20 +317,36 @@ def load_run(path: Path) -> tuple[C.TrainConfig, dict[str, Any]]:
     return config, run.load_checkpoint()
 
 
+def restore(
+    path: Path, config: C.TrainConfig, state: dict[str, Any], device: torch.device
+) -> tuple[ToyData, GenerativeModel, Objective]:
+    """The data, and the model and objective of a run as its checkpoint left them (eval mode)."""
+    data = build_dataset(config.dataset)
+    model = build_model(config.model, data.dim).to(device)
+    objective = build_objective(
+        config.objective, data, config.critic, config.trainer.grid_points
+    ).to(device)
+    try:
+        model.load_state_dict(state["model"])
+        objective.load_state_dict(state["objective"])
+    except (RuntimeError, KeyError) as err:
+        raise UserError(
+            str(RunDirectory(path).checkpoint_path), f"does not match the run's config ({err})"
+        ) from None
+    model.eval().requires_grad_(False)
+    objective.eval().requires_grad_(False)
+    return data, model, objective
+
+
+def run_title(config: C.TrainConfig) -> str:
+    return f"{config.objective.name} · {config.dataset.name} · model {config.model.name}"
+
+
 def evaluate_run(path: Path, options: C.EvalConfig) -> dict[str, Any]:
     """Every metric of DESIGN.md §5 for one finished run, on its held-out split."""
     config, state = load_run(path)
     device = resolve_device(options.device, "device")
-    data = build_dataset(config.dataset)
-    model = build_model(config.model, data.dim).to(device)
-    try:
-        model.load_state_dict(state["model"])
-    except (RuntimeError, KeyError) as err:
-        raise UserError(
-            str(RunDirectory(path).checkpoint_path),
-            f"does not match the run's model config ({err})",
-        ) from None
-    model.eval().requires_grad_(False)
+    data, model, objective = restore(path, config, state, device)
     splits = ToySplits(data, config.dataset.n_train, config.dataset.n_test, config.dataset.seed).to(
         device
     )
@@ -341,7 +357,7 @@ def evaluate_run(path: Path, options: C.EvalConfig) -> dict[str, Any]:
     report: dict[str, Any] = {"step": int(state["step"]), "n_test": len(splits.test)}
 
     # held-out likelihood and ground truth ------------------------------------------------------
-    row = build_objective(config.objective, data, config.critic, None).divergence
+    row = objective.divergence
     extra = {"objective_divergence": row} if row is not None else None
     if model.has_density:
         with torch.no_grad():
@@ -466,25 +482,14 @@ def plot(cfg: DictConfig) -> None:
         raise UserError("run", "gandiv plot takes only run=DIR")
     run = RunDirectory(run_value)
     config, state = load_run(run.path)
-    data = build_dataset(config.dataset)
+    device = torch.device("cpu")
+    data, model, objective = restore(run.path, config, state, device)
     if data.dim > 2:
         raise UserError(
             "run", f"figures are drawn for 1-D and 2-D data; this run's is {data.dim}-D"
         )
-    device = torch.device("cpu")
-    model = build_model(config.model, data.dim)
-    objective = build_objective(config.objective, data, config.critic, config.trainer.grid_points)
-    try:
-        model.load_state_dict(state["model"])
-        objective.load_state_dict(state["objective"])
-    except (RuntimeError, KeyError) as err:
-        raise UserError(
-            str(run.checkpoint_path), f"does not match the run's config ({err})"
-        ) from None
-    model.eval()
-    title = f"{config.objective.name} · {config.dataset.name} · model {config.model.name}"
     figures = RunFigures(
-        data, model, objective, title, config.plot.samples, config.plot.grid, device
+        data, model, objective, run_title(config), config.plot.samples, config.plot.grid, device
     )
     if state.get("figures") is not None:
         figures.load_state_dict(state["figures"])

@@ -410,6 +410,11 @@ def validate_eval_config(cfg: DictConfig) -> EvalConfig:
                 "unknown key; the eval config has: run, seed, threads, device, critic, eval",
             )
     top = to_schema("", OmegaConf.masked_copy(cfg, ["run", "seed", "threads", "device"]), _EvalTop)
+    critic = _group(cfg, "critic", CRITICS)
+    if critic.ema != 0:
+        raise UserError(
+            "critic.ema", "applies to training; the evaluation critic averages with eval.critic.ema"
+        )
     options = to_schema("eval", cfg.get("eval"), EvalOptions)
     _check_constraints("eval.critic.", options.critic)
     return EvalConfig(
@@ -417,6 +422,6 @@ def validate_eval_config(cfg: DictConfig) -> EvalConfig:
         seed=top.seed,
         threads=top.threads,
         device=top.device,
-        critic=_group(cfg, "critic", CRITICS),
+        critic=critic,
         eval=options,
     )
