@@ -402,3 +402,19 @@ def test_drawing_never_changes_training_even_with_a_spectrally_normalised_critic
     assert gandiv("train", *args, "plot.every=5").code == 0
     first, second = run_dirs(tmp_path)
     assert metrics_without_time(first) == metrics_without_time(second)
+
+
+def test_a_run_killed_after_its_last_checkpoint_can_still_be_finished(gandiv, tmp_path):
+    assert gandiv("train", *TINY).code == 0
+    run = only_run(tmp_path)
+    summary = read_json(run / "summary.json")
+    for name in ("summary.json", "samples.npy", "animation.gif"):
+        (run / name).unlink()  # as if killed while writing the final files
+    result = gandiv("train", f"resume={run}")
+    assert result.code == 0, result.err
+    again = read_json(run / "summary.json")
+    assert again["status"] == "completed" and again["steps"] == 40
+    assert again["kl_pq"] == summary["kl_pq"] and again["loss"] == summary["loss"]
+    assert (run / "samples.npy").is_file() and (run / "animation.gif").is_file()
+    finished = gandiv("train", f"resume={run}")
+    assert finished.code == 2 and "already reached step 40" in finished.err

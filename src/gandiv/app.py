@@ -8,6 +8,7 @@ leaves no half-trained run behind.
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -83,7 +84,9 @@ def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new else [prefix.rstrip(".")]
 
 
-def _check_resumable(state: dict[str, Any], config: dict[str, Any], steps: int) -> None:
+def _check_resumable(
+    run: RunDirectory, state: dict[str, Any], config: dict[str, Any], steps: int
+) -> None:
     allowed = C.RESUMABLE_KEYS
     changed = [k for k in _differences(state["config"], config) if k not in allowed]
     if changed:
@@ -92,12 +95,22 @@ def _check_resumable(state: dict[str, Any], config: dict[str, Any], steps: int) 
             "resume",
             f"{', '.join(changed)} differ from the run's config; resuming may only change {may}",
         )
-    if int(state["step"]) >= steps:
+    step = int(state["step"])
+    finished = run.summary_path.is_file() and _status(run) in ("completed", "failed")
+    if step > steps or (step == steps and finished):
         raise UserError(
             "trainer.steps",
             f"the run already reached step {state['step']}; pass a larger trainer.steps to "
             "extend it",
         )
+
+
+def _status(run: RunDirectory) -> str | None:
+    try:
+        status = json.loads(run.summary_path.read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return status if isinstance(status, str) else None
 
 
 def _discard_unused(run: RunDirectory) -> None:
@@ -143,7 +156,7 @@ def _prepare_training(cfg: DictConfig, run: RunDirectory) -> Any:
     state = None
     if config.resume is not None:
         state = run.load_checkpoint()
-        _check_resumable(state, plain, trainer.steps)
+        _check_resumable(run, state, plain, trainer.steps)
 
     data = build_dataset(config.dataset)
     check_combination(config.objective, config.model, data, trainer.batch_size)

@@ -74,6 +74,9 @@ def _reported(command: str) -> Iterator[None]:
     except Interrupted as err:
         sys.stderr.write(f"gandiv {command}: {err}; checkpoint saved, resume with resume=DIR\n")
         raise SystemExit(EXIT_SIGINT if err.signum == signal.SIGINT else EXIT_SIGTERM) from None
+    except KeyboardInterrupt:  # outside the training loop (start-up, final files)
+        sys.stderr.write(f"gandiv {command}: interrupted; a run can be finished with resume=DIR\n")
+        raise SystemExit(EXIT_SIGINT) from None
 
 
 # Jobs of the current multirun that failed: (exit code, job number, message).

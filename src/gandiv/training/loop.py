@@ -58,6 +58,12 @@ class TrainResult:
     last_eval: dict[str, float] = field(default_factory=dict)
 
 
+def _last_values(records: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, float]:
+    """The keys of the last metrics line that has the first of them."""
+    last: dict[str, Any] = next((r for r in reversed(records) if keys[0] in r), {})
+    return {k: last[k] for k in keys if k in last}
+
+
 class _StopSignals:
     """Turns SIGINT/SIGTERM into a flag the loop checks between steps."""
 
@@ -255,6 +261,10 @@ def train(
                 raise Interrupted(signals.signum)
         bar.update(step - bar.n)
 
+    if step == start_step:  # resumed after the final checkpoint: the last logged values stand
+        records = run.read_metrics()
+        result.last_losses = _last_values(records, ("loss", "critic_loss", "bound"))
+        result.last_eval = _last_values(records, ("kl_pq", "kl_qp", "js", "objective_divergence"))
     session_time = time.perf_counter() - session_start
     result.step = step
     result.train_time_s = train_time + session_time
