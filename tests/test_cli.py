@@ -54,6 +54,11 @@ USER_ERRORS = [
         "objective.pi: must be > 0.0 and < 1.0, got 0",
     ),
     (["train", "objective=fgan", "objective.divergence=js_pi"], "for JS_π use objective=js_pi"),
+    (
+        ["train", "objective=fgan", "objective.divergence=nope"],
+        "objective.divergence: 'nope' is not one of: kl, reverse_kl, pearson, neyman, "
+        "squared_hellinger, jeffrey, js, gan, total_variation\n",
+    ),
     (["train", "objective=fgan", "objective.generator=logit"], "objective.generator: 'logit'"),
     (["train", "objective=gan", "objective.gradient_penalty=-1"], "gradient_penalty: must be >= 0"),
     (["train", "objective=mmd", "objective.bandwidths=[]"], "bandwidths: must not be an empty"),

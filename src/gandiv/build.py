@@ -17,7 +17,7 @@ from torch import nn
 
 from gandiv import config as C
 from gandiv.data.toy import Mixture, SwissRoll, ToyData, gaussian, grid25, ring8
-from gandiv.divergences import get_divergence
+from gandiv.divergences import DIVERGENCES, get_divergence
 from gandiv.errors import UserError
 from gandiv.models import CouplingFlow, GaussianModel, MLPCritic, MLPGenerator
 from gandiv.models.base import GenerativeModel
@@ -140,8 +140,10 @@ def build_objective(
             raise UserError(
                 "objective.divergence", "for JS_π use objective=js_pi objective.pi=VALUE"
             )
-        row = _checked("objective.divergence", lambda: get_divergence(cfg.divergence))
-        step = cfg.generator
+        if cfg.divergence not in DIVERGENCES:
+            allowed = ", ".join(DIVERGENCES)
+            raise UserError("objective.divergence", f"'{cfg.divergence}' is not one of: {allowed}")
+        row, step = DIVERGENCES[cfg.divergence], cfg.generator
     elif isinstance(cfg, C.JSPiConfig):
         row, step = get_divergence("js_pi", cfg.pi), cfg.generator
     else:
