@@ -298,6 +298,12 @@ def test_eval_of_a_sweep_writes_eval_csv_at_its_root(gandiv, tmp_path):
     lines = (root / "eval.csv").read_text().splitlines()
     assert len(lines) == 3 and lines[0].startswith("job,status,step,n_test,heldout_nll")
     assert all((root / job / "eval.json").is_file() for job in ("0", "1"))
+    (root / "sweep.csv").unlink()  # e.g. a sweep copied back from a cluster
+    assert (
+        gandiv("eval", f"run={root}", "eval.critic.divergences=[js]", "eval.critic.steps=5").code
+        == 0
+    )
+    assert len((root / "sweep.csv").read_text().splitlines()) == 3
 
 
 def test_eval_rejects_an_unknown_critic_divergence(gandiv, tmp_path):

@@ -43,7 +43,7 @@ from gandiv.evaluation.modes import mode_metrics
 from gandiv.models import GaussianModel
 from gandiv.models.base import GenerativeModel
 from gandiv.objectives.base import Objective
-from gandiv.sweep import csv_text
+from gandiv.sweep import csv_text, write_sweep_summary
 from gandiv.training.figures import RunFigures
 from gandiv.training.loop import Cadence, TrainResult
 from gandiv.training.loop import train as train_loop
@@ -444,7 +444,8 @@ def _flatten(prefix: str, value: Any) -> dict[str, Any]:
 
 
 def evaluate(cfg: DictConfig) -> None:
-    """`gandiv eval run=DIR`: DIR/eval.json; for a sweep, every job's and eval.csv at its root."""
+    """`gandiv eval run=DIR`: DIR/eval.json; for a sweep, every job's, and eval.csv with the
+    rebuilt sweep.csv/sweep.png at its root."""
     options = C.validate_eval_config(cfg)
     allowed = (*DIVERGENCE_NAMES, "wasserstein")
     for name in options.eval.critic.divergences:
@@ -479,6 +480,7 @@ def evaluate(cfg: DictConfig) -> None:
         log.info("eval of %s at step %d: %s", path, report["step"], shown)
     if not single:
         atomic_write_bytes(root / "eval.csv", csv_text(rows).encode())
+        write_sweep_summary(root)  # sweep.csv and sweep.png too (e.g. for a sweep run elsewhere)
         failed = [r["job"] for r in rows if r["status"] != "ok"]
         if failed:
             raise UserError(
