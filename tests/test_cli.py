@@ -97,6 +97,7 @@ USER_ERRORS = [
     (["train", "plot.grid=100000"], "plot.grid: must be >= 16 and <= 1000, got 100000"),
     (["train", "trainer.lr=1e38"], "trainer.lr: must be > 0.0 and <= 1000.0"),
     (["plot"], "run: missing; usage: gandiv plot run=DIR"),
+    (["train", "hydra.run.dir=/proc/gandiv-run"], "/proc/gandiv-run: No such file or directory"),
     (["plot", "run=nowhere"], "is not a gandiv run directory"),
     (["eval", "run=nowhere", "run=elsewhere"], "'elsewhere' is not a gandiv run or sweep"),
     ([], "usage: gandiv <command>"),

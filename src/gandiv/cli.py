@@ -251,6 +251,11 @@ def _run(command: str, args: list[str]) -> None:
             _fail(command, describe_hydra_error(err))
         except HydraException as err:
             _fail(command, _first_line(str(err)))
+        except OSError as err:  # e.g. an output directory that cannot be created or written
+            where = err.filename or "output"
+            _fail(
+                command, f"{where}: {err.strerror or err}; choose a writable place (hydra.run.dir)"
+            )
         if _FAILED_JOBS:
             jobs = ", ".join(str(num) for _, num, _ in _FAILED_JOBS)
             code = max(code for code, _, _ in _FAILED_JOBS)

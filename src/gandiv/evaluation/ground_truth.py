@@ -30,6 +30,8 @@ from gandiv.models.base import GenerativeModel
 # Largest grid per dimension: 4096 points on a line, 512² on a plane.
 MAX_POINTS = {1: 4096, 2: 512}
 MIN_POINTS = {1: 512, 2: 128}
+# At most this many doublings of the data's box (2^20 times its size: beyond, the grid is useless).
+MAX_DOUBLINGS = 20
 # The model's density must integrate to 1 within this over the grid for quadrature to be trusted.
 MASS_TOLERANCE = 1e-3
 
@@ -65,36 +67,45 @@ def grid_points(data: ToyData, low: Tensor, high: Tensor, override: int | None) 
 
 
 class DataGrid:
-    """A quadrature grid over a box together with log p on it (computed once per box)."""
+    """A quadrature grid over a box together with log p on it (computed once per box).
+
+    `points` holds the grid points in the default dtype, ready for a model's log_prob.
+    """
 
     def __init__(self, data: ToyData, low: Tensor, high: Tensor, points: int | None) -> None:
         n = grid_points(data, low, high, points)
         self.low, self.high = low, high
         self.grid: Grid = make_grid(low, high, n)
         self.log_p = data.log_prob(self.grid.points).detach()
+        self.points = self.grid.points.to(torch.get_default_dtype())
 
     def to(self, device: torch.device) -> DataGrid:
         self.grid = make_grid(self.low, self.high, self.grid.shape[0], device=device)
         self.log_p = self.log_p.to(device)
+        self.points = self.points.to(device)
         return self
 
-    def covers(self, low: Tensor, high: Tensor) -> bool:
-        return bool((self.low <= low).all() and (self.high >= high).all())
+
+def doubled_box(data: ToyData, k: int) -> tuple[Tensor, Tensor]:
+    """The data's quadrature box doubled about its centre k times."""
+    low, high = quadrature_box(data)
+    centre, half = (low + high) / 2, (high - low) / 2 * 2**k
+    return centre - half, centre + half
 
 
 def covering_box(data: ToyData, model_samples: Tensor) -> tuple[int, Tensor, Tensor]:
-    """The data's quadrature box, doubled about its centre k times until it holds the samples.
+    """The smallest `doubled_box` (k, low, high) holding the samples (with a margin).
 
     The box depends only on the data and the current samples (not on earlier evaluations), so
     metrics are reproducible whatever the evaluation cadence or a resume.
     """
-    low, high = quadrature_box(data)
-    centre, half = (low + high) / 2, (high - low) / 2
     s_low, s_high = quadrature_box(data, model_samples)
     k = 0
-    while k < 20 and (((centre - half) > s_low).any() or ((centre + half) < s_high).any()):
-        half, k = 2 * half, k + 1
-    return k, centre - half, centre + half
+    low, high = doubled_box(data, k)
+    while k < MAX_DOUBLINGS and ((low > s_low).any() or (high < s_high).any()):
+        k += 1
+        low, high = doubled_box(data, k)
+    return k, low, high
 
 
 def ground_truth_metrics(
@@ -125,7 +136,7 @@ def ground_truth_metrics(
                 held = DataGrid(data, low, high, points).to(model_samples.device)
                 if cache is not None:
                     cache[key] = held
-            log_q = model.log_prob(held.grid.points.to(model_samples)).to(torch.float64)
+            log_q = model.log_prob(held.points).to(torch.float64)
             mass = float(integrate(log_q.exp(), held.grid))
             if abs(mass - 1.0) < MASS_TOLERANCE:
                 return ground_truth(held.log_p, log_q, held.grid, pis, extra)

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from gandiv.data.toy import ToyData
 from gandiv.divergences import DIVERGENCES, FDivergence
-from gandiv.evaluation.ground_truth import DataGrid, quadrature_box
+from gandiv.evaluation.ground_truth import MAX_DOUBLINGS, DataGrid, covering_box, doubled_box
 from gandiv.evaluation.quadrature import f_divergence, integrate, monte_carlo_f_divergence
 from gandiv.models.base import GenerativeModel
 from gandiv.objectives.base import Objective
@@ -56,11 +56,11 @@ class ReverseKL(Objective):
 class Direct(Objective):
     """Any f-divergence D_f(P‖Q) = ∫ q f(p/q) computed from both densities and minimised.
 
-    1-D/2-D: quadrature on a grid over a box holding both P and Q. When more than
-    `leak_tolerance` of Q's mass leaves the box, the box is widened to hold the model's samples
-    before the next step (the box is saved in checkpoints, so a resumed run uses the same grid).
-    Higher dimensions: the unbiased Monte Carlo estimate with the proposal (P + Q)/2 from one
-    data batch and one reparameterised model batch.
+    1-D/2-D: quadrature on a grid over the data's box (`doubled_box`). When more than
+    `leak_tolerance` of Q's mass leaves it, the box is doubled until it holds the model's samples
+    before the next step; how often it was doubled is saved in checkpoints, so a resumed run
+    uses the same grid. Higher dimensions: the unbiased Monte Carlo estimate with the proposal
+    (P + Q)/2 from one data batch and one reparameterised model batch.
     """
 
     name = "direct"
@@ -74,40 +74,30 @@ class Direct(Objective):
         self.data = data
         self.divergence = divergence
         self.grid_points = grid_points
-        self._box: tuple[list[float], list[float]] | None = None
-        self._grid: DataGrid | None = None
+        self._doublings = 0  # of the data's box
         self._leaked = False
-        self._widenings = 0
+        self._grid: DataGrid | None = None
 
     # the quadrature box is part of the objective's state ------------------------------------
     def get_extra_state(self) -> Any:
-        return {"box": self._box, "leaked": self._leaked, "widenings": self._widenings}
+        return {"doublings": self._doublings, "leaked": self._leaked}
 
     def set_extra_state(self, state: Any) -> None:
-        self._box = state["box"]
+        self._doublings = state["doublings"]
         self._leaked = state["leaked"]
-        self._widenings = state["widenings"]
         self._grid = None
 
     def _current_grid(self, model: GenerativeModel, device: torch.device) -> DataGrid:
-        if self._box is None or self._leaked:
-            samples = None
-            if self._leaked:
-                # A generator of its own, so widening the box never shifts the training noise.
-                self._widenings += 1
-                local = torch.Generator(device=device).manual_seed(self._widenings)
-                with torch.no_grad():
-                    samples = model.sample(4096, local)
-            low, high = quadrature_box(self.data, samples)
-            if self._box is not None:  # the box only grows
-                low = torch.minimum(low, torch.tensor(self._box[0], dtype=torch.float64))
-                high = torch.maximum(high, torch.tensor(self._box[1], dtype=torch.float64))
-            self._box = (low.tolist(), high.tolist())
+        if self._leaked:
+            # Noise of its own (seeded by the box), so widening never shifts the training noise.
+            local = torch.Generator(device=device).manual_seed(self._doublings)
+            with torch.no_grad():
+                needed = covering_box(self.data, model.sample(4096, local))[0]
+            self._doublings = min(max(needed, self._doublings + 1), MAX_DOUBLINGS)
             self._leaked = False
             self._grid = None
         if self._grid is None:
-            low = torch.tensor(self._box[0], dtype=torch.float64)
-            high = torch.tensor(self._box[1], dtype=torch.float64)
+            low, high = doubled_box(self.data, self._doublings)
             self._grid = DataGrid(self.data, low, high, self.grid_points).to(device)
         return self._grid
 
@@ -124,7 +114,7 @@ class Direct(Objective):
                 log_q_model,
             )
         held = self._current_grid(model, batch.device)
-        log_q = model.log_prob(held.grid.points.to(batch.dtype)).to(torch.float64)
+        log_q = model.log_prob(held.points).to(torch.float64)
         mass = integrate(log_q.detach().exp(), held.grid)
-        self._leaked = bool(mass < 1.0 - self.leak_tolerance)
+        self._leaked = bool(mass < 1.0 - self.leak_tolerance) and self._doublings < MAX_DOUBLINGS
         return f_divergence(self.divergence, held.log_p, log_q, held.grid).to(batch.dtype)
