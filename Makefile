@@ -7,10 +7,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.gandiv-installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-all lint format bench clean
+.PHONY: help install run test test-all test-reliability lint format bench clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,9 @@ test: install ## the default test suite (slow tests excluded)
 
 test-all: install ## every test, slow ones included (GPU tests skip without CUDA)
 	$(BIN)/python -m pytest -q
+
+test-reliability: install ## bad-input catalogue and fault injection (kills, signals, full disk, NaN)
+	$(BIN)/python -m pytest -q tests/reliability
 
 lint: install ## ruff (lint + format check) and mypy
 	$(BIN)/ruff check src tests benchmarks docs

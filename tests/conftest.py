@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -79,6 +80,22 @@ def only_run(root: Path) -> Path:
 
 def read_json(path: Path) -> Any:
     return json.loads(path.read_text())
+
+
+def digest(root: Path) -> dict[str, str]:
+    """SHA-256 of every file under `root`, by relative path (any change, addition or removal)."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def final_model_state(run: Path) -> dict[str, Any]:
+    """The model's parameters in a run's last checkpoint."""
+    import torch
+
+    return torch.load(run / "checkpoints" / "last.pt", weights_only=True)["model"]
 
 
 def metrics_without_time(run: Path) -> list[dict[str, Any]]:

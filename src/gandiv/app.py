@@ -103,6 +103,13 @@ def _check_resumable(
             f"the run already reached step {state['step']}; pass a larger trainer.steps to "
             "extend it",
         )
+    logged = run.metrics_path.stat().st_size if run.metrics_path.is_file() else 0
+    if logged < int(state["metrics_bytes"]):  # a resume would pad the log with zero bytes
+        raise UserError(
+            str(run.metrics_path),
+            f"has {logged} bytes but the checkpoint recorded {state['metrics_bytes']}; the log "
+            "was cut or replaced after the checkpoint, so the run cannot be resumed exactly",
+        )
 
 
 def _status(run: RunDirectory) -> str | None:
@@ -161,6 +168,12 @@ def _prepare_training(cfg: DictConfig, run: RunDirectory) -> Any:
     data = build_dataset(config.dataset)
     check_combination(config.objective, config.model, data, trainer.batch_size)
     device = resolve_device(trainer.device, "trainer.device")
+    if state is not None and state["device"] != device.type:  # before the run's files change
+        raise UserError(
+            "trainer.device",
+            f"the run was trained on {state['device']} and can only be resumed there "
+            f"(this resume would use {device.type}); set trainer.device={state['device']}",
+        )
     n_train = config.dataset.n_train
     if n_train is not None and trainer.batch_size > n_train:
         raise UserError(
@@ -317,17 +330,7 @@ def _finish(
 def load_run(path: Path) -> tuple[C.TrainConfig, dict[str, Any]]:
     """The validated config and the checkpoint of a finished run."""
     run = RunDirectory(path)
-    try:
-        saved = OmegaConf.load(run.config_path)
-    except Exception as err:
-        raise UserError(str(run.config_path), f"unreadable ({err})") from None
-    if not isinstance(saved, DictConfig):
-        raise UserError(str(run.config_path), "not a gandiv train config")
-    try:
-        config = C.validate_train_config(saved)
-    except UserError as err:
-        raise UserError(str(run.config_path), f"not a valid gandiv train config ({err})") from None
-    return config, run.load_checkpoint()
+    return C.load_train_config(run.config_path), run.load_checkpoint()
 
 
 def restore(
@@ -344,7 +347,9 @@ def restore(
         objective.load_state_dict(state["objective"])
     except (RuntimeError, KeyError) as err:
         raise UserError(
-            str(RunDirectory(path).checkpoint_path), f"does not match the run's config ({err})"
+            str(RunDirectory(path).checkpoint_path),
+            f"does not match the run's config ({str(err).splitlines()[0].rstrip(':')}); "
+            "was it copied from another run?",
         ) from None
     model.eval().requires_grad_(False)
     objective.eval().requires_grad_(False)
@@ -493,8 +498,11 @@ def evaluate(cfg: DictConfig) -> None:
 def plot(cfg: DictConfig) -> None:
     """`gandiv plot run=DIR`: redraw the run's figures from its checkpoint and metrics."""
     run_value = cfg.get("run")
-    if not isinstance(run_value, str) or set(cfg) - {"run"}:
-        raise UserError("run", "gandiv plot takes only run=DIR")
+    extra = sorted(str(k) for k in set(cfg) - {"run"})
+    if extra:
+        raise UserError(extra[0], "unknown key; gandiv plot takes only run=DIR")
+    if not isinstance(run_value, str):
+        raise UserError("run", f"must be a run directory path, got {run_value!r}")
     run = RunDirectory(run_value)
     config, state = load_run(run.path)
     device = torch.device("cpu")

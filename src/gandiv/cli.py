@@ -23,8 +23,9 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import CompactHydraException, HydraException, OverrideParseException
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, read_write
 from omegaconf.errors import OmegaConfBaseException
 
 from gandiv.errors import (
@@ -182,10 +183,49 @@ def _informational(args: Sequence[str]) -> bool:
     return any(arg in flags or arg == "-sc" for arg in args)
 
 
+def _refuse_existing_run_dir(args: Sequence[str]) -> None:
+    """A fresh run never writes into a directory that already holds a run."""
+    chosen = _arg_value(args, "hydra.run.dir")
+    if chosen is None or "-m" in args or "--multirun" in args:
+        return
+    path = Path(chosen)
+    if any((path / name).exists() for name in (".hydra", "checkpoints", "metrics.jsonl")):
+        raise UserError(
+            "hydra.run.dir",
+            f"'{chosen}' already holds a run; continue it with resume={chosen} or choose a new "
+            "directory",
+        )
+
+
+class ClaimRunDir(Callback):
+    """Hydra callback: claim a fresh run's directory with an exclusive `mkdir` before Hydra writes
+    into it, so two runs started in the same microsecond never share one (the later one takes the
+    next free ``-N`` suffix). A directory the user names (`hydra.run.dir=`, `resume=`) is theirs."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if any(str(o).startswith("hydra.run.dir=") for o in config.hydra.overrides.hydra):
+            return
+        base = str(config.hydra.run.dir)
+        Path(base).parent.mkdir(parents=True, exist_ok=True)
+        path, suffix = base, 0
+        while True:
+            try:
+                os.mkdir(path)
+                break
+            except FileExistsError:
+                suffix += 1
+                path = f"{base}-{suffix}"
+        with read_write(config.hydra.run):
+            config.hydra.run.dir = path
+
+
 def _resume_args(args: list[str]) -> list[str]:
     """`resume=DIR`: reuse the run's own overrides, continue in DIR, keep its .hydra/ intact."""
     run = _arg_value(args, "resume")
-    if run is None or _informational(args):
+    if _informational(args):
+        return args
+    if run is None:
+        _refuse_existing_run_dir(args)
         return args
     if "-m" in args or "--multirun" in args:
         raise UserError("resume", "cannot be combined with -m/--multirun; resume one run at a time")
@@ -197,6 +237,9 @@ def _resume_args(args: list[str]) -> list[str]:
         raise UserError("resume", f"'{run}' is not a gandiv run directory (no {overrides_file})")
     if not (path / "checkpoints" / "last.pt").is_file():
         raise UserError("resume", f"'{run}' has no checkpoints/last.pt to resume from")
+    from gandiv.config import load_train_config
+
+    load_train_config(path / ".hydra" / "config.yaml")  # a gandiv run's, still valid
     try:
         original = [str(o) for o in OmegaConf.load(overrides_file)]
     except Exception as err:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -329,6 +330,25 @@ def _check_keys(prefix: str, node: DictConfig, schema: type) -> None:
             _check_keys(f"{dot}{key}", child, hints[key])
 
 
+_KINDS = {"int": "whole number", "float": "number", "str": "name", "bool": "true or false"}
+
+
+def _check_shape(key: str, value: Any, annotation: str, item: bool = False) -> None:
+    """A list where one value is expected, or one value where a list is, at any depth of
+    nesting (OmegaConf's own messages for these name its node classes, not what to write)."""
+    annotation = annotation.removesuffix(" | None")
+    if value is None or (annotation not in _KINDS and not annotation.startswith("list[")):
+        return
+    what = "each item " if item else ""
+    if annotation.startswith("list["):
+        if not isinstance(value, list):
+            raise UserError(key, f"{what}must be a list in brackets [...], got {value!r}")
+        for child in value:
+            _check_shape(key, child, annotation[len("list[") : -1], item=True)
+    elif isinstance(value, list | dict):
+        raise UserError(key, f"{what}must be a single {_KINDS[annotation]}, got {value!r}")
+
+
 def to_schema(prefix: str, node: Any, schema: type) -> Any:
     """Merge a config node into `schema` and return the checked dataclass instance.
 
@@ -343,6 +363,7 @@ def to_schema(prefix: str, node: Any, schema: type) -> Any:
     for f in dataclasses.fields(schema):
         if "float" in str(f.type) and "list" in str(f.type) and f.name in plain:
             plain[f.name] = _as_floats(plain[f.name])
+        _check_shape(f"{dot}{f.name}", plain.get(f.name), str(f.type))
     try:
         merged = OmegaConf.merge(OmegaConf.structured(schema), plain)
         missing = sorted(OmegaConf.missing_keys(merged))
@@ -399,6 +420,21 @@ def validate_train_config(cfg: DictConfig) -> TrainConfig:
         plot=to_schema("plot", cfg.get("plot"), PlotConfig),
         resume=resume,
     )
+
+
+def load_train_config(path: Path) -> TrainConfig:
+    """The validated config a run saved in its ``.hydra/config.yaml`` (`path`)."""
+    try:
+        saved = OmegaConf.load(path)
+    except Exception as err:
+        first = next((line for line in str(err).splitlines() if line.strip()), repr(err))
+        raise UserError(str(path), f"unreadable ({first.strip()})") from None
+    if not isinstance(saved, DictConfig):
+        raise UserError(str(path), "not a gandiv train config")
+    try:
+        return validate_train_config(saved)
+    except UserError as err:
+        raise UserError(str(path), f"not a valid gandiv train config ({err})") from None
 
 
 def validate_eval_config(cfg: DictConfig) -> EvalConfig:

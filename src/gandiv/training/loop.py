@@ -109,14 +109,7 @@ def train(
     count = 0
     first_bad: dict[str, torch.Tensor] = {}  # per logged loss: the first step it was NaN/Inf
     if resume_from is not None:
-        if resume_from["device"] != device.type:
-            raise UserError(
-                "trainer.device",
-                f"the run was trained on {resume_from['device']} and can only be resumed there "
-                f"(this resume would use {device.type}); "
-                f"set trainer.device={resume_from['device']}",
-            )
-        try:
+        try:  # (the caller checks the device: a checkpoint resumes on its own device type)
             model.load_state_dict(resume_from["model"])
             objective.load_state_dict(resume_from["objective"])
             optimizer.load_state_dict(resume_from["optimizer"])
@@ -126,7 +119,8 @@ def train(
             torch.set_rng_state(resume_from["torch_rng"])
         except (RuntimeError, ValueError, KeyError, TypeError) as err:
             raise UserError(
-                str(run.checkpoint_path), f"does not match this run's config ({err})"
+                str(run.checkpoint_path),
+                f"does not match this run's config ({str(err).splitlines()[0].rstrip(':')})",
             ) from None
         step = int(resume_from["step"])
         train_time = float(resume_from["train_time_s"])

@@ -149,7 +149,18 @@ class RunDirectory:
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         buffer = io.BytesIO()
         torch.save(state, buffer)
-        atomic_write(self.checkpoint_path, lambda handle: handle.write(buffer.getbuffer()))
+        try:
+            atomic_write(self.checkpoint_path, lambda handle: handle.write(buffer.getbuffer()))
+        except OSError as err:  # a full disk, a quota, a vanished mount: the old file stands
+            then = (
+                f"the previous checkpoint is intact: make room, then continue with "
+                f"resume={self.path}"
+                if self.checkpoint_path.is_file()
+                else "no checkpoint was saved: make room, then start again"
+            )
+            raise UserError(
+                str(self.checkpoint_path), f"could not be saved ({err.strerror or err}); {then}"
+            ) from None
 
     def load_checkpoint(self) -> dict[str, Any]:
         if not self.checkpoint_path.is_file():
@@ -159,9 +170,12 @@ class RunDirectory:
                 self.checkpoint_path, map_location="cpu", weights_only=True
             )
         except Exception as err:
-            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            # torch's first sentence says what is wrong; the rest is advice meant for torch users
+            reason = str(err).split(". ")[0].splitlines()[0] if str(err) else type(err).__name__
             raise UserError(
-                str(self.checkpoint_path), f"unreadable or corrupt checkpoint ({reason})"
+                str(self.checkpoint_path),
+                f"unreadable or corrupt checkpoint ({reason}); a gandiv checkpoint is needed, "
+                "as written by gandiv train",
             ) from None
         missing = [k for k in CHECKPOINT_KEYS if not isinstance(state, dict) or k not in state]
         if missing:

@@ -1,0 +1,376 @@
+"""The catalogue of bad input: every malformed input gandiv is known to meet, each a test.
+
+Each one must end with exit code 2 and exactly one line on stderr that names the key or file at
+fault and what is allowed, with no traceback, before any training, and must leave every file under
+the working directory as it was: an existing finished run sits in the output root (and is the
+target of `resume=`/`run=` entries), and the whole tree is hashed before and after.
+
+Placeholders in the arguments name directories made for the entry (see `BROKEN`).
+Not in the catalogue because the features do not exist yet: CelebA roots (missing, empty,
+corrupt images), image models on 2-D data and 2-D models on images, and objectives that need
+the data's density on data without one (every toy dataset has a density; `check_combination`'s
+refusal is tested directly below).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from gandiv.build import check_combination
+from gandiv.config import ObjectiveConfig
+from gandiv.data.toy import gaussian
+from gandiv.errors import UserError
+
+from ..conftest import digest, run_dirs
+from .conftest import copy_run
+
+EXISTING = "outputs/2000-01-01/00-00-00-000000"  # the finished run in the output root
+
+
+def _edit_checkpoint(run: Path, edit: Callable[[dict], dict]) -> None:
+    path = run / "checkpoints" / "last.pt"
+    torch.save(edit(torch.load(path, weights_only=True)), path)
+
+
+def _truncate(path: Path, fraction: float) -> None:
+    path.write_bytes(path.read_bytes()[: int(path.stat().st_size * fraction)])
+
+
+def _foreign(root: Path, runs: dict[str, Path]) -> Path:
+    path = root / "foreign"
+    (path / ".hydra").mkdir(parents=True)
+    (path / ".hydra" / "config.yaml").write_text("db:\n  host: localhost\n")
+    (path / ".hydra" / "overrides.yaml").write_text("- db.host=localhost\n")
+    (path / "checkpoints").mkdir()
+    torch.save({"weights": torch.zeros(3)}, path / "checkpoints" / "last.pt")
+    return path
+
+
+def _copy(edit: Callable[[Path], object]) -> Callable[[Path, dict[str, Path]], Path]:
+    """A copy of the finished gaussian run, broken by `edit`."""
+
+    def make(path: Path, runs: dict[str, Path]) -> Path:
+        copy_run(runs["gaussian"], path)
+        edit(path)
+        return path
+
+    return make
+
+
+def _other_config(path: Path, runs: dict[str, Path]) -> Path:
+    copy_run(runs["gaussian"], path)
+    shutil.copy(runs["flow"] / "checkpoints" / "last.pt", path / "checkpoints" / "last.pt")
+    return path
+
+
+# Directories an entry can point at: {name} in its arguments.
+BROKEN: dict[str, Callable[[Path, dict[str, Path]], Path]] = {
+    "empty": lambda path, runs: path.mkdir() or path,  # type: ignore[func-returns-value]
+    "file": lambda path, runs: path.write_text("not a directory\n") and path,
+    "foreign": lambda path, runs: _foreign(path.parent, runs),
+    # killed before its first checkpoint
+    "half_written": _copy(lambda run: (run / "checkpoints" / "last.pt").unlink()),
+    "truncated_checkpoint": _copy(lambda run: _truncate(run / "checkpoints" / "last.pt", 0.5)),
+    "garbage_checkpoint": _copy(
+        lambda run: (run / "checkpoints" / "last.pt").write_bytes(bytes(range(256)) * 16)
+    ),
+    "checkpoint_without_optimizer": _copy(
+        lambda run: _edit_checkpoint(
+            run, lambda s: {k: v for k, v in s.items() if k != "optimizer"}
+        )
+    ),
+    "cuda_checkpoint": _copy(lambda run: _edit_checkpoint(run, lambda s: {**s, "device": "cuda"})),
+    "other_config": _other_config,  # a flow run's checkpoint in a gaussian run
+    "cut_metrics": _copy(lambda run: _truncate(run / "metrics.jsonl", 0.3)),
+    "corrupt_metrics": _copy(
+        lambda run: (run / "metrics.jsonl").write_text(
+            "{}\nnot json\n" + (run / "metrics.jsonl").read_text()
+        )
+    ),
+    "bad_overrides": _copy(lambda run: (run / ".hydra" / "overrides.yaml").write_text("- [a\n")),
+    "bad_config": _copy(lambda run: (run / ".hydra" / "config.yaml").write_text("a: [1\n")),
+}
+
+# (arguments, text the one line must contain: the key or file, and what is allowed)
+CATALOGUE = [
+    # the command itself
+    (["bogus"], "unknown command 'bogus'; choose one of: train, eval, plot"),
+    # unknown or misspelt keys and group options
+    (
+        ["train", "objective=foo"],
+        "objective=foo: unknown option; choose one of: direct, fgan, forward_kl, gan, js_pi",
+    ),
+    (["train", "dataset=nope"], "dataset=nope: unknown option; choose one of:"),
+    (["train", "+experiment=nope"], "experiment=nope: unknown option; choose one of: fgan_mixture"),
+    (["train", "trainer.foo=1"], "trainer.foo: unknown key (`--cfg job` lists every key)"),
+    (["train", "model.latent_dim=2"], "model.latent_dim: unknown key (`--cfg job` lists"),
+    (["train", "+trainer.foo=1"], "trainer.foo: unknown key; trainer accepts: steps"),
+    (["train", "+foo=3"], "foo: unknown key; the train config has: dataset"),
+    (["train", "+dataset.mean=[1.0,2.0]"], "dataset.mean: unknown key"),
+    (["train", "objective.name=forward_kl2"], "objective.name: 'forward_kl2' is not one of: dir"),
+    (["eval", "run={run}", "+foo=1"], "foo: unknown key; the eval config has: run, seed"),
+    (["plot", "run={run}", "extra=1"], "extra: unknown key (`--cfg job` lists every key)"),
+    (["plot", "run={run}", "+extra=1"], "extra: unknown key; gandiv plot takes only run=DIR"),
+    # wrong types
+    (["train", "trainer.steps=abc"], "trainer.steps: Value 'abc' of type 'str' could not be"),
+    (["train", "trainer.steps=2.5"], "trainer.steps: Value '2.5' of type 'float' could not be"),
+    (["train", "trainer.steps=true"], "trainer.steps: Value 'True' of type 'bool' could not be"),
+    (["train", "trainer.steps=[1,2]"], "trainer.steps: must be a single whole number, got [1, 2]"),
+    (["train", "trainer.steps=null"], "trainer.steps: Incompatible value 'None' for field of type"),
+    (["train", "trainer.betas=0.9"], "trainer.betas: must be a list in brackets [...], got 0.9"),
+    (["train", "dataset.weights=abc"], "dataset.weights: must be a list in brackets [...]"),
+    (["train", "dataset.means=[0,1]"], "dataset.means: each item must be a list in brackets"),
+    (["train", "objective=js_pi", "objective.pi=abc"], "objective.pi: Value 'abc' of type 'str'"),
+    (
+        ["train", "objective=fgan", "objective.divergence=[kl]"],
+        "objective.divergence: must be a single name, got ['kl']",
+    ),
+    (["train", "trainer.steps=[1"], "trainer.steps=[1: cannot parse this override"),
+    # out-of-range values
+    (["train", "trainer.steps=0"], "trainer.steps: must be >= 1, got 0"),
+    (["train", "trainer.batch_size=0"], "trainer.batch_size: must be >= 1"),
+    (["train", "trainer.seed=-1"], "trainer.seed: must be >= 0, got -1"),
+    (["train", "trainer.threads=0"], "trainer.threads: must be >= 1, got 0"),
+    (["train", "trainer.lr=-1"], "trainer.lr: must be > 0.0"),
+    (["train", "trainer.lr=1e38"], "trainer.lr: must be > 0.0 and <= 1000.0"),
+    (["train", "trainer.betas=[0.9]"], "trainer.betas: must be a list of 2 numbers"),
+    (["train", "trainer.betas=[0.9,1.5]"], "trainer.betas: must be >= 0.0 and < 1.0"),
+    (["train", "trainer.device=tpu"], "trainer.device: 'tpu' is not allowed; choose one of: auto"),
+    (["train", "trainer.optimizer=lbfgs"], "trainer.optimizer: 'lbfgs' is not allowed"),
+    (["train", "trainer.log_every=-1"], "trainer.log_every: must be >= 0"),
+    (["train", "trainer.grid_points=8"], "trainer.grid_points: must be >= 16 and <= 4096, got 8"),
+    (["train", "plot.every=-5"], "plot.every: must be >= 0, got -5"),
+    (["train", "plot.grid=100000"], "plot.grid: must be >= 16 and <= 1000, got 100000"),
+    (
+        ["train", "objective=js_pi", "objective.pi=0"],
+        "objective.pi: must be > 0.0 and < 1.0, got 0",
+    ),
+    (
+        ["train", "objective=js_pi", "objective.pi=1"],
+        "objective.pi: must be > 0.0 and < 1.0, got 1.0",
+    ),
+    (
+        ["train", "objective=direct", "objective.divergence=js_pi", "objective.pi=1.5"],
+        "objective.pi: must be > 0.0 and < 1.0, got 1.5",
+    ),
+    (["train", "objective=direct", "objective.divergence=js_pi"], "objective.pi: divergence=js_pi"),
+    (["train", "objective=direct", "objective.pi=0.5"], "objective.pi: only applies to"),
+    (
+        ["train", "objective=direct", "objective.divergence=bogus"],
+        "objective.divergence: unknown divergence 'bogus'; allowed: kl, reverse_kl",
+    ),
+    (["train", "objective=fgan", "objective.divergence=js_pi"], "for JS_π use objective=js_pi"),
+    (
+        ["train", "objective=fgan", "objective.divergence=nope"],
+        "objective.divergence: 'nope' is not one of: kl, reverse_kl, pearson, neyman, "
+        "squared_hellinger, jeffrey, js, gan, total_variation\n",
+    ),
+    (["train", "objective=fgan", "objective.generator=logit"], "objective.generator: 'logit'"),
+    (["train", "objective=gan", "objective.gradient_penalty=-1"], "gradient_penalty: must be >= 0"),
+    (["train", "objective=mmd", "objective.bandwidths=[]"], "bandwidths: must not be an empty"),
+    (["train", "objective=mmd", "objective.bandwidths=[0.5,0]"], "bandwidths: must be > 0.0"),
+    (["train", "objective=gan", "trainer.critic_steps=0"], "trainer.critic_steps: must be >= 1"),
+    (["train", "objective=gan", "critic.ema=1.0"], "critic.ema: must be >= 0.0 and < 1.0"),
+    (["train", "objective=gan", "critic.width=0"], "critic.width: must be >= 1, got 0"),
+    (["train", "critic.activation=sigmoid"], "critic.activation: 'sigmoid' is not allowed"),
+    (["train", "model.init_std=0"], "model.init_std: must be > 0.0, got 0.0"),
+    (["train", "model=flow", "model.depth=0"], "model.depth: must be >= 1"),
+    (["train", "model=mlp", "objective=gan", "model.latent_dim=0"], "model.latent_dim: must be >="),
+    (["train", "model=mlp", "model.activation=sigmoid"], "model.activation: 'sigmoid'"),
+    (["train", "dataset.n_test=0"], "dataset.n_test: must be >= 2"),
+    (["train", "dataset.n_train=0"], "dataset.n_train: must be >= 1, got 0"),
+    (["train", "dataset=swiss_roll", "dataset.noise=-0.1"], "dataset.noise: must be > 0.0"),
+    (["train", "dataset=swiss_roll", "dataset.scale=0"], "dataset.scale: must be > 0.0, got 0.0"),
+    (
+        ["train", "dataset.n_train=100", "trainer.batch_size=512"],
+        "trainer.batch_size: 512 is larger than the training set (dataset.n_train=100)",
+    ),
+    (["train", "objective=mmd", "trainer.batch_size=1"], "objective=mmd needs at least 2 samples"),
+    # impossible combinations
+    (["train", "model=mlp"], "forward_kl needs a model with a density, but model=mlp"),
+    (["train", "model=mlp", "objective=reverse_kl"], "reverse_kl needs a model with a density"),
+    (["train", "model=mlp", "objective=direct"], "direct needs a model with a density"),
+    (
+        ["train", "model=flow", "dataset.means=[[-1],[1]]"],
+        "model: a coupling flow needs data of dimension",
+    ),
+    # malformed mixture and Gaussian specs
+    (["train", "dataset.weights=[0.3,0.3]"], "dataset: weights must sum to 1"),
+    (["train", "dataset.weights=[-0.5,1.5]"], "dataset: weights must all be positive (> 0)"),
+    (["train", "dataset.weights=[]"], "dataset.weights: must not be an empty list"),
+    (["train", "dataset.weights=[0.2,0.3,0.5]"], "dataset: "),
+    (["train", "dataset.means=[[0,0]]"], "dataset: stds and means disagree on the number of"),
+    (["train", "dataset.means=[[0.0,0.0],[1.0,1.0,1.0]]"], "dataset: means must be a numeric"),
+    (["train", "dataset.stds=[0.5,-1.0]"], "dataset: stds must all be positive (> 0)"),
+    (["train", "dataset.stds=null"], "dataset: give exactly one of dataset.stds"),
+    (
+        ["train", "dataset.covs=[[[1,0],[0,1]],[[1,0],[0,1]]]"],
+        "dataset: give exactly one of dataset.stds (isotropic) or dataset.covs (full)",
+    ),
+    (
+        ["train", "dataset.stds=null", "dataset.covs=[[[1,2],[2,1]],[[1,0],[0,1]]]"],
+        "dataset: covariance of component 0 is not positive-definite",
+    ),
+    (
+        ["train", "dataset=gaussian", "dataset.cov=[[1,2],[2,1]]"],
+        "dataset: covariance of component 0 is not positive-definite",
+    ),
+    (
+        ["train", "dataset=gaussian", "dataset.cov=[[1,0.5],[0.2,1]]"],
+        "dataset: covariance of component 0 is not symmetric",
+    ),
+    (
+        ["train", "dataset=gaussian", "dataset.mean=[0,0,0]"],
+        "dataset: cov must have shape (d, d) = (3, 3) to match a 3-dimensional mean",
+    ),
+    # resume= pointed at something it cannot continue
+    (["train", "resume=does/not/exist"], "resume: 'does/not/exist' is not a directory"),
+    (["train", "resume={file}"], "is not a directory; give a run directory to continue"),
+    (["train", "resume={empty}"], "is not a gandiv run directory (no "),
+    (
+        ["train", "resume={foreign}"],
+        "foreign/.hydra/config.yaml: not a valid gandiv train config (db: unknown key",
+    ),
+    (["train", "resume={half_written}"], "has no checkpoints/last.pt to resume from"),
+    (
+        ["train", "resume={truncated_checkpoint}", "trainer.steps=80"],
+        "checkpoints/last.pt: unreadable or corrupt checkpoint (…); a gandiv checkpoint is needed",
+    ),
+    (
+        ["train", "resume={garbage_checkpoint}", "trainer.steps=80"],
+        "checkpoints/last.pt: unreadable or corrupt checkpoint",
+    ),
+    (
+        ["train", "resume={checkpoint_without_optimizer}", "trainer.steps=80"],
+        "checkpoints/last.pt: not a gandiv checkpoint (missing optimizer)",
+    ),
+    (
+        ["train", "resume={cuda_checkpoint}", "trainer.steps=80"],
+        "trainer.device: the run was trained on cuda and can only be resumed there",
+    ),
+    (
+        ["train", "resume={other_config}", "trainer.steps=80"],
+        "resume: model.depth, model.hidden_layers, model.init_mean_std",
+    ),
+    (
+        ["train", "resume={cut_metrics}", "trainer.steps=80"],
+        "cut_metrics/metrics.jsonl: has … bytes but the checkpoint recorded …; the log was cut",
+    ),
+    (["train", "resume={bad_overrides}"], ".hydra/overrides.yaml: unreadable ("),
+    (["train", "resume={bad_config}"], "bad_config/.hydra/config.yaml: unreadable (while parsing"),
+    (
+        ["train", "resume={run}", "trainer.steps=80", "model.init_std=2.0"],
+        "resume: model.init_std differ from the run's config; resuming may only change plot.",
+    ),
+    (["train", "resume={run}"], "trainer.steps: the run already reached step 40; pass a larger"),
+    (["train", "resume={run}", "trainer.steps=20"], "trainer.steps: the run already reached step"),
+    (
+        ["train", "-m", "resume={run}", "trainer.steps=80,90"],
+        "resume: cannot be combined with -m/--multirun",
+    ),
+    # eval and plot pointed at something they cannot read
+    (["eval"], "run: missing; usage: gandiv eval run=DIR"),
+    (["plot"], "run: missing; usage: gandiv plot run=DIR"),
+    (["eval", "run=does/not/exist"], "is not a gandiv run or sweep directory"),
+    (["eval", "run={empty}"], "is not a gandiv run or sweep directory (no .hydra/config.yaml)"),
+    (["eval", "run=nowhere", "run=elsewhere"], "'elsewhere' is not a gandiv run or sweep"),
+    (["plot", "run=nowhere"], "is not a gandiv run directory"),
+    (["eval", "run={foreign}"], "foreign/.hydra/config.yaml: not a valid gandiv train config (db:"),
+    (["plot", "run={foreign}"], "foreign/.hydra/config.yaml: not a valid gandiv train config"),
+    (["eval", "run={half_written}"], "checkpoints/last.pt: missing; this run has no checkpoint"),
+    (["plot", "run={half_written}"], "checkpoints/last.pt: missing; this run has no checkpoint"),
+    (
+        ["eval", "run={truncated_checkpoint}"],
+        "checkpoints/last.pt: unreadable or corrupt checkpoint (…); a gandiv checkpoint is needed",
+    ),
+    (["plot", "run={garbage_checkpoint}"], "checkpoints/last.pt: unreadable or corrupt checkpoint"),
+    (
+        ["eval", "run={other_config}"],
+        "other_config/checkpoints/last.pt: does not match the run's config (Error(s) in loading "
+        "state_dict for GaussianModel); was it copied from another run?",
+    ),
+    (["eval", "run={bad_config}"], "bad_config/.hydra/config.yaml: unreadable (while parsing"),
+    (["plot", "run={corrupt_metrics}"], "metrics.jsonl: line 2 is not JSON; the file is corrupt"),
+    (["eval", "run={run}", "eval.pis=[1.5]"], "eval.pis: must be > 0.0 and < 1.0, got 1.5"),
+    (["eval", "run={run}", "eval.num_samples=5"], "eval.num_samples: must be >= 100 and <="),
+    (["eval", "run={run}", "eval.critic.steps=0"], "eval.critic.steps: must be >= 1, got 0"),
+    (
+        ["eval", "run={run}", "eval.critic.divergences=[bogus]"],
+        "eval.critic.divergences: 'bogus' is not one of: kl, reverse_kl",
+    ),
+    (["eval", "run={run}", "critic.ema=0.5"], "critic.ema: applies to training; the evaluation"),
+    (["eval", "run={run}", "device=tpu"], "device: 'tpu' is not allowed; choose one of: auto"),
+    # output directories that cannot be written, or that already hold a run
+    (["train", "hydra.run.dir=/proc/gandiv-run"], "/proc/gandiv-run: No such file or directory"),
+    (["train", "hydra.run.dir={file}"], "file: File exists; choose a writable place"),
+    (["train", "hydra.run.dir={file}/run"], "file/run: Not a directory; choose a writable place"),
+    (
+        ["train", "hydra.run.dir={run}"],
+        "hydra.run.dir: '{run}' already holds a run; continue it with resume={run} or choose",
+    ),
+]
+
+
+def _fill(text: str, made: dict[str, Path]) -> str:
+    for name, path in made.items():
+        text = text.replace(f"{{{name}}}", str(path))
+    return text
+
+
+def _assert_in_order(parts: list[str], text: str) -> None:
+    """Each part occurs in `text`, in this order ("…" in a message stands for any text)."""
+    position = 0
+    for part in parts:
+        found = text.find(part, position)
+        assert found >= 0, f"{part!r} not in {text[position:]!r}"
+        position = found + len(part)
+
+
+@pytest.mark.parametrize(("args", "message"), CATALOGUE, ids=[" ".join(a) for a, _ in CATALOGUE])
+def test_bad_input_is_one_line_exit_2_and_changes_nothing(
+    gandiv, tmp_path, finished_runs, args, message
+):
+    made = {"run": copy_run(finished_runs["gaussian"], tmp_path / EXISTING)}
+    for name, make in BROKEN.items():
+        if any(f"{{{name}}}" in arg for arg in args):
+            made[name] = make(tmp_path / name, finished_runs)
+    before = digest(tmp_path)
+    result = gandiv(*[_fill(arg, made) for arg in args])
+    assert result.code == 2, result.err
+    assert "Traceback" not in result.err
+    _assert_in_order(_fill(message, made).split("…"), result.err)
+    lines = result.err.splitlines()
+    program = f"gandiv {args[0]}"
+    if args == ["bogus"]:  # the usage comes first, then the one error line
+        lines, program = [line for line in lines if "error:" in line], "gandiv"
+    assert len(lines) == 1 and lines[0].startswith(f"{program}: error: "), result.err
+    assert digest(tmp_path) == before  # nothing written, nothing changed, no run left behind
+
+
+def test_no_arguments_prints_the_usage_and_exits_2(gandiv, tmp_path):
+    result = gandiv()
+    assert result.code == 2 and result.err.startswith("usage: gandiv <command>")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_requested_without_cuda(gandiv, tmp_path):
+    result = gandiv("train", "trainer.device=cuda")
+    assert result.code == 2
+    assert "trainer.device: cuda requested but no CUDA device is available" in result.err
+    assert run_dirs(tmp_path) == []
+
+
+def test_objective_needing_the_data_density_refuses_data_without_one():
+    data = gaussian([0.0], [[1.0]])
+    data.has_density = False  # as for a dataset known only through samples
+    model = type("M", (), {"name": "gaussian"})()
+    for name in ("reverse_kl", "direct"):
+        with pytest.raises(UserError, match=f"{name} needs the data's density"):
+            check_combination(ObjectiveConfig(name=name), model, data)
+    check_combination(ObjectiveConfig(name="forward_kl"), model, data)
