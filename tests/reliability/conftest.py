@@ -15,7 +15,7 @@ from ..conftest import TINY
 # One finished run per config, trained once: the catalogue copies them into every test.
 SOURCES = {
     "gaussian": [*TINY, "plot.every=0"],
-    "flow": [*TINY, "plot.every=0", "model=flow"],
+    "flow": ["trainer.steps=2", "trainer.num_samples=100", "plot.every=0", "model=flow"],
 }
 
 
