@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,sweep]"
 	@touch $@
 
 install: $(STAMP) ## create .venv: $(TORCH_SPEC) first (override with TORCH_SPEC=...), then gandiv
@@ -43,8 +43,9 @@ format: install ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix src tests benchmarks
 	$(BIN)/ruff format src tests benchmarks
 
-bench: install ## benchmarks: gandiv's training step against a plain PyTorch loop (ratios)
+bench: install ## benchmarks (ratios): the training step against plain PyTorch; parallel sweeps
 	$(BIN)/python benchmarks/bench_step.py
+	$(BIN)/python benchmarks/bench_sweep.py
 
 clean: ## remove the environment and every run output
 	rm -rf $(VENV) outputs multirun .pytest_cache .mypy_cache .ruff_cache

@@ -34,7 +34,14 @@ from gandiv.build import (
 from gandiv.data.splits import ToySplits
 from gandiv.data.toy import Mixture, ToyData
 from gandiv.divergences import DIVERGENCE_NAMES
-from gandiv.errors import Interrupted, NumericalError, UserError
+from gandiv.errors import (
+    EXIT_CRASH,
+    EXIT_NUMERICAL,
+    EXIT_USER_ERROR,
+    Interrupted,
+    NumericalError,
+    UserError,
+)
 from gandiv.evaluation.critic import CriticBudget, independent_critic
 from gandiv.evaluation.distances import sample_distances
 from gandiv.evaluation.ground_truth import ground_truth_metrics
@@ -136,21 +143,36 @@ def model_parameters(model: GenerativeModel) -> dict[str, Any]:
     return {}
 
 
+def record_failure(run: RunDirectory, error: str, exit_code: int, **fields: Any) -> None:
+    """Note in summary.json why the run stopped (for sweep.csv), never over a completed run's."""
+    if _status(run) != "completed":
+        run.write_summary({**fields, "status": "failed", "exit_code": exit_code, "error": error})
+
+
 def train(cfg: DictConfig) -> None:
     """`gandiv train`: validate, build, train, write the run directory."""
     run = RunDirectory(HydraConfig.get().runtime.output_dir)
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
-        session = _prepare_training(cfg, run)
+        session = _prepare_training(cfg, run, multirun)
     except UserError as err:
-        if HydraConfig.get().mode == RunMode.MULTIRUN:  # the sweep's table shows the failed job
-            run.write_summary({"status": "failed", "error": str(err)})
+        if multirun:  # the sweep's table shows the failed job
+            record_failure(run, str(err), EXIT_USER_ERROR)
         elif cfg.get("resume") is None:
             _discard_unused(run)
         raise
-    session()
+    try:
+        session()
+    except (UserError, NumericalError, Interrupted):
+        raise
+    except Exception as err:
+        if multirun:  # a bug: the job's log gets the traceback, the sweep's table the failure
+            log.exception("job crashed")
+            record_failure(run, f"{type(err).__name__}: {err}", EXIT_CRASH)
+        raise
 
 
-def _prepare_training(cfg: DictConfig, run: RunDirectory) -> Any:
+def _prepare_training(cfg: DictConfig, run: RunDirectory, multirun: bool) -> Any:
     started = time.perf_counter()
     config = C.validate_train_config(cfg)
     trainer = config.trainer
@@ -161,7 +183,9 @@ def _prepare_training(cfg: DictConfig, run: RunDirectory) -> Any:
     }
 
     state = None
-    if config.resume is not None:
+    # A sweep's job that finds its own checkpoint was requeued (preempted or timed out under a
+    # scheduler, e.g. submitit): it continues exactly where it stopped.
+    if config.resume is not None or (multirun and run.checkpoint_path.is_file()):
         state = run.load_checkpoint()
         _check_resumable(run, state, plain, trainer.steps)
 
@@ -274,7 +298,7 @@ def _prepare_training(cfg: DictConfig, run: RunDirectory) -> Any:
                 progress=trainer.progress,
             )
         except NumericalError as err:
-            run.write_summary({**summary, "status": "failed", "error": str(err)})
+            record_failure(run, str(err), EXIT_NUMERICAL, **summary)
             raise
         except Interrupted as err:
             run.write_summary({**summary, "status": "interrupted", "signal": err.signum})

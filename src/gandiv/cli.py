@@ -10,10 +10,13 @@ Nothing here imports torch: ``--help`` and completion stay fast.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
+import shutil
 import signal
 import sys
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,6 +36,7 @@ from gandiv.errors import (
     EXIT_SIGINT,
     EXIT_SIGTERM,
     EXIT_USER_ERROR,
+    FAILED_JOBS,
     Interrupted,
     NumericalError,
     UserError,
@@ -45,18 +49,40 @@ commands:
   train   fit a generative model under a chosen divergence, into a fresh run directory
             gandiv train objective=reverse_kl trainer.steps=2000
             gandiv train -m objective=direct objective.divergence=kl,reverse_kl,js
+            gandiv train -m hydra/launcher=joblib objective=js_pi objective.pi=0.1,0.5,0.9
             gandiv train resume=DIR trainer.steps=4000
   eval    evaluate a finished run (or every job of a sweep) on its held-out split: DIR/eval.json
             gandiv eval run=DIR eval.critic.divergences=[js,kl,wasserstein]
   plot    redraw the figures of a finished run from its checkpoint and metrics
             gandiv plot run=DIR
+  sweep   rebuild a finished sweep's summary (sweep.csv, seeds.csv, sweep.png), e.g. one copied
+          back from a cluster
+            gandiv sweep summarize DIR
 
-Each command is a Hydra app: `gandiv train --help` lists its config groups and options,
+train, eval and plot are Hydra apps: `gandiv train --help` lists its config groups and options,
 `gandiv train --cfg job` prints the composed config.
 Shell completion (bash): eval "$(gandiv train -sc install=bash)"
 """
 
-COMMANDS = ("train", "eval", "plot")
+COMMANDS = ("train", "eval", "plot", "sweep")
+
+
+def _quiet_launcher_schema_warning() -> None:
+    """gandiv's launcher configs (conf/hydra/launcher/) set gandiv's defaults for the launcher
+    plugins' configs of the same name, and are type-checked against them; Hydra warns about that."""
+    warnings.filterwarnings(
+        "ignore", message=r"\s*'hydra/launcher/\w+' is validated against ConfigStore schema"
+    )
+
+
+_quiet_launcher_schema_warning()  # for the launchers' worker processes, which import gandiv.cli
+
+# The launcher plugins behind conf/hydra/launcher/ (the optional extra `gandiv[sweep]`).
+LAUNCHER_PLUGINS = {
+    "joblib": "hydra_plugins.hydra_joblib_launcher",
+    "submitit_local": "hydra_plugins.hydra_submitit_launcher",
+    "submitit_slurm": "hydra_plugins.hydra_submitit_launcher",
+}
 
 
 @contextmanager
@@ -80,10 +106,6 @@ def _reported(command: str) -> Iterator[None]:
         raise SystemExit(EXIT_SIGINT) from None
 
 
-# Jobs of the current multirun that failed: (exit code, job number, message).
-_FAILED_JOBS: list[tuple[int, int, str]] = []
-
-
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def _train_app(cfg: DictConfig) -> None:
     from gandiv.app import train
@@ -93,13 +115,15 @@ def _train_app(cfg: DictConfig) -> None:
         with _reported("train"):
             train(cfg)
         return
-    # In a sweep a failing job is recorded (its summary.json says why) and the others go on.
+    # In a sweep a failing job is recorded in its summary.json (whatever the launcher, and in
+    # whichever process it runs) and the others go on; when the sweep ends, the summary names the
+    # failed jobs and gandiv exits non-zero (see gandiv.sweep.SweepSummary).
     try:
         train(cfg)
     except (UserError, NumericalError) as err:
-        code = EXIT_NUMERICAL if isinstance(err, NumericalError) else EXIT_USER_ERROR
-        _FAILED_JOBS.append((code, int(hydra_cfg.job.num), str(err)))
         sys.stderr.write(f"gandiv train: job {hydra_cfg.job.num} failed: {err}\n")
+    except Exception:  # a bug: the traceback is in the job's train.log, the sweep goes on
+        sys.stderr.write(f"gandiv train: job {hydra_cfg.job.num} crashed; see its train.log\n")
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
@@ -273,8 +297,11 @@ def _complete(args: list[str]) -> None:
         prefix = words[1] if len(words) == 2 else ""
         print(" ".join(c for c in COMMANDS if c.startswith(prefix)))
         return
-    command = words[1] if len(words) >= 2 and words[1] in COMMANDS else "train"
-    if len(words) >= 2 and words[1] in COMMANDS:
+    command = words[1] if len(words) >= 2 and words[1] in _APPS else "train"
+    if len(words) >= 2 and words[1] == "sweep":
+        print("summarize")
+        return
+    if len(words) >= 2 and words[1] in _APPS:
         os.environ["COMP_LINE"] = line.replace(words[1], "", 1)
     _run(command, args)
 
@@ -284,8 +311,10 @@ def _run(command: str, args: list[str]) -> None:
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # let errors reach us instead of Hydra's printer
     with _reported(command):
         args = _resume_args(args) if command == "train" else _run_args(command, args)
+        _check_modes(args)
+        _quiet_launcher_schema_warning()
         sys.argv = [sys.argv[0], *args]
-        _FAILED_JOBS.clear()
+        FAILED_JOBS.clear()
         try:
             _APPS[command]()
         except OverrideParseException as err:
@@ -299,10 +328,48 @@ def _run(command: str, args: list[str]) -> None:
             _fail(
                 command, f"{where}: {err.strerror or err}; choose a writable place (hydra.run.dir)"
             )
-        if _FAILED_JOBS:
-            jobs = ", ".join(str(num) for _, num, _ in _FAILED_JOBS)
-            code = max(code for code, _, _ in _FAILED_JOBS)
+        if FAILED_JOBS:
+            jobs = ", ".join(job for job, _ in FAILED_JOBS)
+            code = max(code for _, code in FAILED_JOBS)
             _fail(command, f"failed jobs: {jobs} (the others finished; see sweep.csv)", code)
+
+
+def _check_modes(args: Sequence[str]) -> None:
+    """-m goes with neither --cfg nor --info; a named sweep launcher needs its plugin."""
+    multirun = "-m" in args or "--multirun" in args
+    shown = [a for a in args if a in ("--cfg", "-c", "--info", "-i")]
+    if multirun and shown:
+        raise UserError(
+            "-m", f"cannot be combined with {shown[0]}; drop -m to see one job's config"
+        )
+    launcher = _arg_value(args, "hydra/launcher")
+    if launcher is None or _informational(args):
+        return
+    plugin = LAUNCHER_PLUGINS.get(launcher)
+    if plugin is not None and importlib.util.find_spec(plugin) is None:
+        raise UserError(
+            "hydra/launcher",
+            f"{launcher} needs the launcher plugins: pip install 'gandiv[sweep]' "
+            "(`make install` includes them)",
+        )
+    if launcher == "submitit_slurm" and shutil.which("srun") is None:
+        raise UserError(
+            "hydra/launcher",
+            "submitit_slurm submits to SLURM, and this machine has no srun; run it on the "
+            "cluster's login node, or try the sweep here with hydra/launcher=submitit_local",
+        )
+
+
+def _sweep(args: list[str]) -> None:
+    """`gandiv sweep summarize DIR`: rebuild a finished sweep's summary files."""
+    if len(args) != 2 or args[0] != "summarize":
+        _fail("sweep", "usage: gandiv sweep summarize DIR")
+    root = Path(args[1])
+    if not root.is_dir() or not any(root.glob("*/.hydra/overrides.yaml")):
+        _fail("sweep", f"{root}: not a gandiv sweep directory (no */.hydra/overrides.yaml)")
+    from gandiv.sweep import describe, write_sweep_summary
+
+    sys.stdout.write(describe(root, write_sweep_summary(root)))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -321,6 +388,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     if command not in COMMANDS:
         sys.stderr.write(USAGE)
         _fail("", f"unknown command '{command}'; choose one of: {', '.join(COMMANDS)}")
+    if command == "sweep":
+        _sweep(rest)
+        return
     _run(command, rest)
 
 

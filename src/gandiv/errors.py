@@ -11,6 +11,11 @@ EXIT_NUMERICAL = (
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
 
+# The jobs of the last multirun that did not complete, as (job, exit code): filled in the process
+# that ran `gandiv train -m` when the sweep ends (gandiv.sweep.SweepSummary), whichever processes
+# or machines the launcher ran the jobs in; the command then exits with the largest code.
+FAILED_JOBS: list[tuple[str, int]] = []
+
 
 class UserError(Exception):
     """Bad input from the user: reported as one line, exit code 2, no traceback.

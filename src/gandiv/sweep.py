@@ -2,8 +2,10 @@
 
 `SweepSummary` is a Hydra callback (registered in ``conf/train.yaml``) that runs when a multirun
 ends, whatever the launcher. It writes ``sweep.csv``: per job its number, its overrides, its
-status and the final metrics of its ``summary.json``; and ``sweep.png``: each ground-truth metric
-against the swept numeric value, one line per combination of the other swept keys. A sweep that
+status (``ok``, or ``failed`` with its exit code and error) and the final metrics of its
+``summary.json``; ``seeds.csv`` when ``trainer.seed`` was swept: per setting the mean and standard
+deviation of each metric over seeds; and ``sweep.png``: each ground-truth metric against the swept
+numeric value, one line per combination of the other swept keys (seeds averaged). A sweep that
 compares ``objective=direct`` with ``objective=fgan`` over divergences for a 1-D Gaussian (the
 f-GAN paper's experiment, ``+experiment=fgan_mixture``) also gets ``table.md``/``table.csv``: per
 divergence the direct and adversarial (μ, σ) and the true divergence of each fit.
@@ -22,10 +24,14 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from gandiv.errors import EXIT_CRASH, FAILED_JOBS
 from gandiv.plotting.curves import sweep_figure
 from gandiv.training.run_dir import atomic_write_bytes
 
 METRICS = ("steps", "loss", "kl_pq", "kl_qp", "js", "objective_divergence", "steps_per_s")
+SEED = "trainer.seed"
+# What a sweep's root may hold once summarised.
+SUMMARY_FILES = ("sweep.csv", "seeds.csv", "table.csv", "table.md", "sweep.png")
 
 
 def _flatten(prefix: str, value: Any) -> dict[str, Any]:
@@ -51,8 +57,9 @@ def job_rows(root: Path) -> list[dict[str, Any]]:
         if summary_path.is_file():
             summary = json.loads(summary_path.read_text())
             row["status"] = "ok" if summary.get("status") == "completed" else summary.get("status")
-            if "error" in summary:
-                row["error"] = summary["error"]
+            for key in ("exit_code", "error"):
+                if key in summary:
+                    row[key] = summary[key]
             row.update({k: summary[k] for k in METRICS if k in summary})
             for name, value in summary.get("params", {}).items():
                 row.update(_flatten(name, value))
@@ -138,9 +145,45 @@ def swept_keys(rows: list[dict[str, Any]]) -> tuple[str | None, list[str]]:
         overrides += [k for k in keys[1 : keys.index("status")] if k not in overrides]
     varying = [k for k in overrides if len({str(r.get(k)) for r in rows}) > 1]
     numeric = [k for k in varying if all(_number(r.get(k)) is not None for r in rows)]
-    numeric = [k for k in numeric if k != "trainer.seed"] or numeric
+    numeric = [k for k in numeric if k != SEED] or numeric
     x_key = numeric[0] if numeric else None
-    return x_key, [k for k in varying if k != x_key]
+    return x_key, [k for k in varying if k not in (x_key, SEED)]  # seeds are averaged over
+
+
+def seed_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+    """Per setting (the swept values other than the seed): the number of completed runs and each
+    final metric's mean and standard deviation over seeds; None when the seed was not swept."""
+    if not any(str(r.get(SEED)) != str(rows[0].get(SEED)) for r in rows):
+        return None
+    x_key, others = swept_keys(rows)
+    keys = [k for k in (x_key, *others) if k not in (None, SEED)]
+    settings: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        settings.setdefault(tuple(str(row.get(k, "")) for k in keys), []).append(row)
+    table = []
+    for setting, group in settings.items():
+        done = [r for r in group if r.get("status") == "ok"]
+        entry: dict[str, Any] = dict(zip(keys, setting, strict=True))
+        entry.update({"runs": len(group), "ok": len(done)})
+        for metric in METRICS[1:]:
+            values = [v for r in done if (v := _number(r.get(metric))) is not None]
+            if values:
+                mean, std = _mean_std(values)
+                entry[f"{metric}_mean"] = round(mean, 6)
+                entry[f"{metric}_std"] = round(std, 6)
+        table.append(entry)
+    return table
+
+
+def describe(root: Path, rows: list[dict[str, Any]]) -> str:
+    """A few lines for the terminal: how many jobs finished, and the files written."""
+    failed = [r["job"] for r in rows if r.get("status") != "ok"]
+    lines = [f"{root}: {len(rows)} jobs, {len(rows) - len(failed)} completed"]
+    if failed:
+        lines[0] += f", failed: {', '.join(failed)}"
+    written = [name for name in SUMMARY_FILES if (root / name).is_file()]
+    lines.append(f"wrote {', '.join(written)}")
+    return "\n".join(lines) + "\n"
 
 
 def write_sweep_summary(root: Path) -> list[dict[str, Any]]:
@@ -149,6 +192,9 @@ def write_sweep_summary(root: Path) -> list[dict[str, Any]]:
     if not rows:
         return rows
     atomic_write_bytes(root / "sweep.csv", csv_text(rows).encode())
+    seeds = seed_table(rows)
+    if seeds:
+        atomic_write_bytes(root / "seeds.csv", csv_text(seeds).encode())
     table = comparison_table(rows)
     if table:
         atomic_write_bytes(root / "table.csv", csv_text(table).encode())
@@ -167,7 +213,13 @@ def write_sweep_summary(root: Path) -> list[dict[str, Any]]:
 
 
 class SweepSummary(Callback):
-    """Hydra callback: summarise every multirun when it ends."""
+    """Hydra callback: summarise every multirun when it ends (in the process that launched it,
+    whichever launcher ran the jobs), and note the jobs that did not complete."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        write_sweep_summary(Path(config.hydra.sweep.dir))
+        rows = write_sweep_summary(Path(config.hydra.sweep.dir))
+        FAILED_JOBS[:] = [
+            (str(r["job"]), int(r.get("exit_code", EXIT_CRASH)))
+            for r in rows
+            if r.get("status") != "ok"
+        ]

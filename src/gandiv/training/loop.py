@@ -65,22 +65,51 @@ def _last_values(records: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[s
 
 
 class _StopSignals:
-    """Turns SIGINT/SIGTERM into a flag the loop checks between steps."""
+    """Turns SIGINT/SIGTERM into a flag the loop checks between steps.
+
+    A job scheduler may have installed handlers of its own before the loop started (submitit: USR2
+    means "preempted or near the time limit: checkpoint and requeue", SIGTERM is to be ignored).
+    Those signals are caught too; after writing its checkpoint the loop hands the signal on to the
+    scheduler's handler (`hand_over`), which requeues the job or lets training go on.
+    """
 
     def __init__(self) -> None:
         self.signum: int | None = None
+        self.previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.signum = signum
 
+    @staticmethod
+    def _scheduler_handler(handler: Any) -> bool:
+        return callable(handler) and handler is not signal.default_int_handler
+
     @contextmanager
     def installed(self) -> Iterator[_StopSignals]:
-        previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        signums = [signal.SIGINT, signal.SIGTERM]
+        signums += [
+            s
+            for s in (getattr(signal, "SIGUSR1", None), getattr(signal, "SIGUSR2", None))
+            if s is not None and self._scheduler_handler(signal.getsignal(s))
+        ]
+        self.previous = {s: signal.signal(s, self._handle) for s in signums}
         try:
             yield self
         finally:
-            for s, handler in previous.items():
+            for s, handler in self.previous.items():
                 signal.signal(s, handler)
+
+    def hand_over(self) -> bool:
+        """Pass the signal caught to the scheduler's handler installed before the loop's, if any.
+        False when there is none (the loop stops: Interrupted); True when that handler returned
+        (it ignored the signal: training goes on). A handler that requeues the job exits."""
+        signum = self.signum
+        handler = self.previous.get(signum) if signum is not None else None
+        if signum is None or handler is None or not self._scheduler_handler(handler):
+            return False
+        self.signum = None
+        handler(signum, None)
+        return True
 
 
 def train(
@@ -252,7 +281,8 @@ def train(
             if signals.signum is not None and not final:
                 log.warning("signal %d received: checkpoint at step %d", signals.signum, step)
                 checkpoint()
-                raise Interrupted(signals.signum)
+                if not signals.hand_over():
+                    raise Interrupted(signals.signum)
         bar.update(step - bar.n)
 
     if step == start_step:  # resumed after the final checkpoint: the last logged values stand
