@@ -27,6 +27,16 @@ def _compose(*overrides: str, config: str = "train"):
         return compose(config, overrides=list(overrides))
 
 
+# Options that need a partner: zero-width data and the linear generator are fitted by `spread`,
+# which needs a generator.
+PARTNERS = {
+    ("dataset", "line"): ["objective=spread", "model=linear"],
+    ("dataset", "circle"): ["objective=spread", "model=linear"],
+    ("model", "linear"): ["objective=spread"],
+    ("objective", "spread"): ["model=linear"],
+}
+
+
 def test_every_group_has_options():
     assert {g for g, _ in OPTIONS} == set(GROUPS)
 
@@ -35,7 +45,7 @@ def test_every_group_has_options():
 def test_every_option_composes_validates_and_builds(group, option):
     # Implicit generators need a sample-based objective, which the adversarial objectives add;
     # here the model is built on its own.
-    cfg = C.validate_train_config(_compose(f"{group}={option}"))
+    cfg = C.validate_train_config(_compose(f"{group}={option}", *PARTNERS.get((group, option), [])))
     assert getattr(cfg, group).name == option if group != "trainer" else cfg.trainer.steps > 0
     data = build_dataset(cfg.dataset)
     model = build_model(cfg.model, data.dim)
@@ -45,7 +55,9 @@ def test_every_option_composes_validates_and_builds(group, option):
     assert critic(x).shape == (8,)
     if cfg.model.name != "mlp":
         check_combination(cfg.objective, cfg.model, data)
-        objective = build_objective(cfg.objective, data, cfg.critic, cfg.trainer.grid_points)
+        objective = build_objective(
+            cfg.objective, data, cfg.critic, cfg.trainer.grid_points, model=model
+        )
         batch = data.sample(16, torch.Generator().manual_seed(1))
         loss = objective.model_loss(model, batch, torch.Generator().manual_seed(2))
         assert torch.isfinite(loss)

@@ -47,9 +47,11 @@ from gandiv.evaluation.distances import sample_distances
 from gandiv.evaluation.ground_truth import ground_truth_metrics
 from gandiv.evaluation.kde import kde_ground_truth
 from gandiv.evaluation.modes import mode_metrics
-from gandiv.models import GaussianModel
-from gandiv.models.base import GenerativeModel
+from gandiv.evaluation.spread import displayed_data, has_spread_metrics, spread_metrics
+from gandiv.models import GaussianModel, LinearGenerator
+from gandiv.models.base import GenerativeModel, LatentGenerator
 from gandiv.objectives.base import Objective
+from gandiv.objectives.spread import SpreadKL
 from gandiv.sweep import csv_text, write_sweep_summary
 from gandiv.training.figures import RunFigures
 from gandiv.training.loop import Cadence, TrainResult
@@ -140,6 +142,11 @@ def model_parameters(model: GenerativeModel) -> dict[str, Any]:
             "mean": model.mean.detach().cpu().double().tolist(),
             "cov": model.covariance.detach().cpu().double().tolist(),
         }
+    if isinstance(model, LinearGenerator):  # x = A z + b
+        return {
+            "weight": model.weight.detach().cpu().double().tolist(),
+            "bias": model.bias.detach().cpu().double().tolist(),
+        }
     return {}
 
 
@@ -208,11 +215,14 @@ def _prepare_training(cfg: DictConfig, run: RunDirectory, multirun: bool) -> Any
         torch.set_num_threads(trainer.threads)
     torch.manual_seed(trainer.seed)
     model = build_model(config.model, data.dim).to(device)
-    objective = build_objective(config.objective, data, config.critic, trainer.grid_points).to(
-        device
-    )
+    objective = build_objective(
+        config.objective, data, config.critic, trainer.grid_points, model=model
+    ).to(device)
     optimizer = build_optimizer(
-        model.parameters(), trainer.optimizer, trainer.lr_g or trainer.lr, trainer.betas
+        [*model.parameters(), *objective.joint_parameters()],
+        trainer.optimizer,
+        trainer.lr_g or trainer.lr,
+        trainer.betas,
     )
     critic_optimizer = (
         build_optimizer(
@@ -241,20 +251,33 @@ def _prepare_training(cfg: DictConfig, run: RunDirectory, multirun: bool) -> Any
     cache: dict[Any, Any] = {}
     extra = {"objective_divergence": objective.divergence} if objective.divergence else None
 
+    exact = model.has_density and data.has_density
+    spread_cache: dict[Any, Any] = {}
+
     def evaluate(step: int) -> dict[str, float]:
         noise = eval_generator(trainer.seed, step, device)
         model.eval()
-        metrics = ground_truth_metrics(
-            data, model, noise, points=trainer.grid_points, extra=extra, cache=cache
+        metrics: dict[str, float] = {}
+        if exact:  # (with spread noise the objective's divergence is between P̃ and Q̃)
+            metrics = ground_truth_metrics(
+                data,
+                model,
+                noise,
+                points=trainer.grid_points,
+                extra=extra if objective.spread is None else None,
+                cache=cache,
+            )
+        metrics.update(
+            spread_metrics(
+                data, model, objective, noise, trainer.grid_points, (), extra, spread_cache
+            )
         )
         model.train()
         return metrics
 
     figures = None
     if data.dim <= 2:
-        figures = RunFigures(
-            data, model, objective, run_title(config), config.plot.samples, config.plot.grid, device
-        )
+        figures = run_figures(config, data, model, objective, device)
 
     def session() -> None:
         log.info(
@@ -292,7 +315,9 @@ def _prepare_training(cfg: DictConfig, run: RunDirectory, multirun: bool) -> Any
                     config.plot.figures_every,
                 ),
                 figures=figures,
-                evaluate=evaluate if model.has_density else None,
+                evaluate=(
+                    evaluate if exact or has_spread_metrics(data, model, objective) else None
+                ),
                 config=plain,
                 resume_from=state,
                 progress=trainer.progress,
@@ -364,8 +389,9 @@ def restore(
     data = build_dataset(config.dataset)
     model = build_model(config.model, data.dim).to(device)
     objective = build_objective(
-        config.objective, data, config.critic, config.trainer.grid_points
+        config.objective, data, config.critic, config.trainer.grid_points, model=model
     ).to(device)
+    objective.begin_step(int(state["step"]))  # e.g. the σ an annealed spread noise reached
     try:
         model.load_state_dict(state["model"])
         objective.load_state_dict(state["objective"])
@@ -382,6 +408,19 @@ def restore(
 
 def run_title(config: C.TrainConfig) -> str:
     return f"{config.objective.name} · {config.dataset.name} · model {config.model.name}"
+
+
+def run_figures(
+    config: C.TrainConfig,
+    data: ToyData,
+    model: GenerativeModel,
+    objective: Objective,
+    device: torch.device,
+) -> RunFigures:
+    """The run's figures, drawn over the density the objective compares the model with."""
+    shown = displayed_data(data, objective)
+    title = run_title(config)
+    return RunFigures(shown, model, objective, title, config.plot.samples, config.plot.grid, device)
 
 
 def evaluate_run(path: Path, options: C.EvalConfig) -> dict[str, Any]:
@@ -417,13 +456,27 @@ def evaluate_run(path: Path, options: C.EvalConfig) -> dict[str, Any]:
         report["heldout_nll_reason"] = (
             f"model={config.model.name} is an implicit generator: it has no density"
         )
-        if data.dim <= 2:
+        if isinstance(objective, SpreadKL) and isinstance(model, LatentGenerator):
+            report["heldout_nll"] = objective.heldout_bound(model, splits.test, generator)
+            report["heldout_nll_reason"] = (
+                f"an upper bound: −(importance-weighted bound, {objective.iw_samples} samples) "
+                f"on log q̃ of the held-out data with spread noise σ={objective.kernel.sigma:g}"
+            )
+        if not data.has_density:
+            report["ground_truth"] = None
+            report["ground_truth_reason"] = "the data have no density (a curve of zero width)"
+        elif data.dim <= 2:
             report["ground_truth"] = kde_ground_truth(
                 data, samples, settings.grid_points, settings.pis, settings.kde_bandwidth, extra
             )
         else:
             report["ground_truth"] = None
             report["ground_truth_reason"] = "kernel-density estimates are made in 1-D/2-D only"
+    if has_spread_metrics(data, model, objective):
+        noise = eval_generator(config.trainer.seed, report["step"], device)
+        report["spread_ground_truth"] = spread_metrics(
+            data, model, objective, noise, settings.grid_points, settings.pis, extra
+        )
 
     # independent critics ---------------------------------------------------------------------
     budget = CriticBudget(
@@ -535,9 +588,7 @@ def plot(cfg: DictConfig) -> None:
         raise UserError(
             "run", f"figures are drawn for 1-D and 2-D data; this run's is {data.dim}-D"
         )
-    figures = RunFigures(
-        data, model, objective, run_title(config), config.plot.samples, config.plot.grid, device
-    )
+    figures = run_figures(config, data, model, objective, device)
     if state.get("figures") is not None:
         figures.load_state_dict(state["figures"])
     written = figures.write(run, int(state["step"]), run.read_metrics(), final=True)

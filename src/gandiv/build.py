@@ -16,15 +16,18 @@ import torch
 from torch import nn
 
 from gandiv import config as C
+from gandiv.data.manifold import ICA, Circle, Line, random_mixing
+from gandiv.data.spread import SpreadNoise
 from gandiv.data.toy import Mixture, SwissRoll, ToyData, gaussian, grid25, ring8
 from gandiv.divergences import DIVERGENCES, get_divergence
 from gandiv.errors import UserError
-from gandiv.models import CouplingFlow, GaussianModel, MLPCritic, MLPGenerator
-from gandiv.models.base import GenerativeModel
+from gandiv.models import CouplingFlow, GaussianModel, LinearGenerator, MLPCritic, MLPGenerator
+from gandiv.models.base import GenerativeModel, LatentGenerator
 from gandiv.objectives.adversarial import VariationalDivergence
 from gandiv.objectives.base import Objective
 from gandiv.objectives.likelihood import Direct, ForwardKL, ReverseKL
 from gandiv.objectives.mmd import MMD
+from gandiv.objectives.spread import SpreadKL
 
 T = TypeVar("T")
 
@@ -32,12 +35,14 @@ MODEL_CLASSES: dict[str, type[GenerativeModel]] = {
     "gaussian": GaussianModel,
     "flow": CouplingFlow,
     "mlp": MLPGenerator,
+    "linear": LinearGenerator,
 }
 OBJECTIVE_CLASSES: dict[str, type[Objective]] = {
     "forward_kl": ForwardKL,
     "reverse_kl": ReverseKL,
     "direct": Direct,
     "mmd": MMD,
+    "spread": SpreadKL,
     **dict.fromkeys(
         ("gan", "ns_gan", "logit_gan", "reverse_kl_fgan", "fgan", "js_pi"), VariationalDivergence
     ),
@@ -77,6 +82,19 @@ def build_dataset(cfg: Any) -> ToyData:
         return _checked("dataset", lambda: gaussian(cfg.mean, cfg.cov))
     if isinstance(cfg, C.SwissRollConfig):
         return _checked("dataset", lambda: SwissRoll(noise=cfg.noise, scale=cfg.scale))
+    if isinstance(cfg, C.LineConfig):
+        return _checked("dataset", lambda: Line(cfg.start, cfg.end, cfg.width))
+    if isinstance(cfg, C.CircleConfig):
+        return _checked("dataset", lambda: Circle(cfg.center, cfg.radius, cfg.width))
+    if isinstance(cfg, C.ICAConfig):
+        if cfg.mixing is None:
+            return ICA(random_mixing(cfg.dim, cfg.mixing_seed))
+        if len(cfg.mixing) != cfg.dim:
+            raise UserError(
+                "dataset.mixing", f"must be a {cfg.dim} × {cfg.dim} matrix (dataset.dim={cfg.dim})"
+            )
+        mixing = cfg.mixing
+        return _checked("dataset.mixing", lambda: ICA(mixing))
     named: dict[str, Callable[[], ToyData]] = {"ring8": ring8, "grid25": grid25}
     return named[cfg.name]()
 
@@ -92,6 +110,8 @@ def build_model(cfg: Any, dim: int) -> GenerativeModel:
             "model",
             lambda: MLPGenerator(dim, cfg.latent_dim, cfg.width, cfg.depth, cfg.activation),
         )
+    if isinstance(cfg, C.LinearGeneratorConfig):
+        return _checked("model", lambda: LinearGenerator(dim, cfg.latent_dim, cfg.prior))
     raise AssertionError(f"no builder for model {cfg.name}")  # pragma: no cover
 
 
@@ -105,6 +125,23 @@ def build_critic(cfg: C.MLPCriticConfig, dim: int) -> nn.Module:
 def check_combination(objective: Any, model: Any, data: ToyData, batch_size: int = 2) -> None:
     """Refuse objective/model/data combinations that cannot work, before any training."""
     cls = OBJECTIVE_CLASSES[objective.name]
+    if (cls.needs_model_density or cls.needs_data_density) and data.degenerate:
+        raise UserError(
+            "objective",
+            f"{objective.name} is undefined on this dataset: its points lie on a curve of zero "
+            "width, where no density exists (the likelihood of a model with a density is "
+            "unbounded there); use objective=spread, a sample-based objective, or a width > 0 "
+            "(dataset.width)",
+        )
+    if cls.needs_generator and not issubclass(MODEL_CLASSES[model.name], LatentGenerator):
+        generators = ", ".join(
+            name for name, c in MODEL_CLASSES.items() if issubclass(c, LatentGenerator)
+        )
+        raise UserError(
+            "model",
+            f"objective={objective.name} trains a deterministic generator x = G(z) with an "
+            f"encoder, but model={model.name} is not one; use model= one of: {generators}",
+        )
     if cls.needs_model_density and not MODEL_CLASSES[model.name].has_density:
         raise UserError(
             "objective",
@@ -121,10 +158,43 @@ def check_combination(objective: Any, model: Any, data: ToyData, batch_size: int
         raise UserError("trainer.batch_size", "objective=mmd needs at least 2 samples per batch")
 
 
+def _spread_noise(cfg: Any) -> SpreadNoise:
+    if cfg.sigma_start is not None and cfg.anneal_steps == 0:
+        raise UserError(
+            "objective.anneal_steps", "must be ≥ 1 to anneal sigma from objective.sigma_start"
+        )
+    if cfg.sigma_start is None and cfg.anneal_steps > 0:
+        raise UserError(
+            "objective.sigma_start",
+            "is needed to anneal (the sigma to start from), or set objective.anneal_steps=0",
+        )
+    return SpreadNoise(cfg.noise, cfg.sigma, cfg.sigma_start, cfg.anneal_steps)
+
+
 def build_objective(
-    cfg: Any, data: ToyData, critic: C.MLPCriticConfig, grid_points: int | None
+    cfg: Any,
+    data: ToyData,
+    critic: C.MLPCriticConfig,
+    grid_points: int | None,
+    model: GenerativeModel | None = None,
 ) -> Objective:
-    """The objective named by ``objective.name`` (with its critic, for adversarial ones)."""
+    """The objective named by ``objective.name`` (with its critic, for adversarial ones, and its
+    encoder for `spread`, which needs the built `model`)."""
+    if isinstance(cfg, C.SpreadConfig):
+        if not isinstance(model, LatentGenerator):
+            raise UserError("model", "objective=spread needs model=mlp or model=linear")
+        return _checked(
+            "objective",
+            lambda: SpreadKL(
+                _spread_noise(cfg),
+                data.dim,
+                model.latent_dim,
+                cfg.samples,
+                cfg.encoder_width,
+                cfg.encoder_depth,
+                cfg.iw_samples,
+            ),
+        )
     if cfg.name == "forward_kl":
         return ForwardKL()
     if cfg.name == "reverse_kl":
@@ -158,6 +228,8 @@ def build_objective(
         gradient_penalty=cfg.gradient_penalty,
         critic_ema=critic.ema,
         target=target,
+        spread=_spread_noise(cfg) if cfg.noise != "none" else None,
+        spread_samples=cfg.samples,
     )
 
 

@@ -59,12 +59,36 @@ class SwissRollConfig(DatasetConfig):
     scale: float = _spec(gt=0.0)
 
 
+@dataclass
+class LineConfig(DatasetConfig):
+    start: list[float] = _spec()
+    end: list[float] = _spec()
+    width: float = _spec(ge=0.0)
+
+
+@dataclass
+class CircleConfig(DatasetConfig):
+    center: list[float] = _spec(length=2)
+    radius: float = _spec(gt=0.0)
+    width: float = _spec(ge=0.0)
+
+
+@dataclass
+class ICAConfig(DatasetConfig):
+    dim: int = _spec(ge=1, le=64)
+    mixing: list[list[float]] | None = _spec()
+    mixing_seed: int = _spec(ge=0)
+
+
 DATASETS: dict[str, type[DatasetConfig]] = {
     "gaussian": GaussianDataConfig,
     "mixture": MixtureConfig,
     "ring8": DatasetConfig,
     "grid25": DatasetConfig,
     "swiss_roll": SwissRollConfig,
+    "line": LineConfig,
+    "circle": CircleConfig,
+    "ica": ICAConfig,
 }
 
 # --------------------------------------------------------------------------------------------
@@ -106,10 +130,18 @@ class MLPCriticConfig:
     ema: float = _spec(ge=0.0, lt=1.0)
 
 
+@dataclass
+class LinearGeneratorConfig:
+    name: str = _spec()
+    latent_dim: int = _spec(ge=1)
+    prior: str = _spec(choices=("gaussian", "laplace"))
+
+
 MODELS: dict[str, type] = {
     "gaussian": GaussianModelConfig,
     "flow": FlowConfig,
     "mlp": MLPGeneratorConfig,
+    "linear": LinearGeneratorConfig,
 }
 CRITICS: dict[str, type] = {"mlp": MLPCriticConfig}
 
@@ -133,6 +165,12 @@ class AdversarialConfig(ObjectiveConfig):
     """gan, ns_gan, logit_gan, reverse_kl_fgan: the divergence and model step are the name's."""
 
     gradient_penalty: float = _spec(ge=0.0)
+    # instance noise: the spread noise added to real and fake samples before the critic
+    noise: str = _spec(choices=("none", "gaussian", "laplace"))
+    sigma: float = _spec(gt=0.0)
+    sigma_start: float | None = _spec(gt=0.0)
+    anneal_steps: int = _spec(ge=0)
+    samples: int = _spec(ge=1, le=1024)
 
 
 @dataclass
@@ -152,6 +190,18 @@ class MMDConfig(ObjectiveConfig):
     bandwidths: list[float] = _spec(gt=0.0)
 
 
+@dataclass
+class SpreadConfig(ObjectiveConfig):
+    noise: str = _spec(choices=("gaussian", "laplace"))
+    sigma: float = _spec(gt=0.0)
+    sigma_start: float | None = _spec(gt=0.0)
+    anneal_steps: int = _spec(ge=0)
+    samples: int = _spec(ge=1, le=1024)
+    encoder_width: int = _spec(ge=1)
+    encoder_depth: int = _spec(ge=1)
+    iw_samples: int = _spec(ge=1, le=100_000)
+
+
 OBJECTIVES: dict[str, type[ObjectiveConfig]] = {
     "forward_kl": ObjectiveConfig,
     "reverse_kl": ObjectiveConfig,
@@ -163,6 +213,7 @@ OBJECTIVES: dict[str, type[ObjectiveConfig]] = {
     "fgan": FGANConfig,
     "js_pi": JSPiConfig,
     "mmd": MMDConfig,
+    "spread": SpreadConfig,
 }
 
 # --------------------------------------------------------------------------------------------

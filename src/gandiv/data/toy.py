@@ -79,6 +79,7 @@ class ToyData(ABC):
 
     dim: int
     has_density = True  # the exact log-density is known (objectives may use it)
+    degenerate = False  # the mass lies on a set of zero volume: no density exists at all
 
     @abstractmethod
     def sample(self, n: int, generator: torch.Generator) -> Tensor:

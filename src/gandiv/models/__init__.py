@@ -3,6 +3,7 @@
 from gandiv.models.base import GenerativeModel
 from gandiv.models.flow import AffineCoupling, CouplingFlow
 from gandiv.models.gaussian import GaussianModel
+from gandiv.models.linear import LinearGenerator
 from gandiv.models.mlp import ACTIVATIONS, MLPCritic, MLPGenerator
 
 __all__ = [
@@ -11,6 +12,7 @@ __all__ = [
     "CouplingFlow",
     "GaussianModel",
     "GenerativeModel",
+    "LinearGenerator",
     "MLPCritic",
     "MLPGenerator",
 ]

@@ -42,3 +42,28 @@ class GenerativeModel(nn.Module, ABC):
         """Return samples and their log q in one pass, both differentiable."""
         x = self.sample(n, generator)
         return x, self.log_prob(x)
+
+
+class LatentGenerator(GenerativeModel):
+    """A deterministic generator x = G(z), z ~ p(z): samples lie on the image of G.
+
+    What the spread objective trains: its encoder inverts G, its bound needs G(z) and log p(z).
+    The prior is N(0, I) unless a subclass says otherwise.
+    """
+
+    latent_dim: int
+
+    @abstractmethod
+    def generate(self, z: Tensor) -> Tensor:
+        """Map latents z of shape (n, latent_dim) to samples of shape (n, dim)."""
+
+    def latent_sample(self, n: int, generator: torch.Generator) -> Tensor:
+        """Draw (n, latent_dim) latents from the prior."""
+        return standard_normal(n, self.latent_dim, generator, like=next(self.parameters()))
+
+    def latent_log_prob(self, z: Tensor) -> Tensor:
+        """log p(z), summed over the last dimension."""
+        return standard_normal_log_prob(z)
+
+    def sample(self, n: int, generator: torch.Generator) -> Tensor:
+        return self.generate(self.latent_sample(n, generator))

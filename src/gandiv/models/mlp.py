@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
-from gandiv.models.base import GenerativeModel, standard_normal
+from gandiv.models.base import LatentGenerator
 
 
 class LeakyReLU02(nn.LeakyReLU):
@@ -50,7 +49,7 @@ def mlp(
     return nn.Sequential(*layers)
 
 
-class MLPGenerator(GenerativeModel):
+class MLPGenerator(LatentGenerator):
     """An implicit generator x = G(z), z ~ N(0, I) (Goodfellow et al. 2014): no density."""
 
     has_density = False
@@ -74,10 +73,6 @@ class MLPGenerator(GenerativeModel):
         return self.net(z)
 
     def forward(self, z: Tensor) -> Tensor:
-        return self.generate(z)
-
-    def sample(self, n: int, generator: torch.Generator) -> Tensor:
-        z = standard_normal(n, self.latent_dim, generator, like=next(self.parameters()))
         return self.generate(z)
 
     def log_prob(self, x: Tensor) -> Tensor:

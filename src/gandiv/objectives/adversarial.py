@@ -15,6 +15,10 @@ GAN discriminator D = σ(V) and the three model steps are Goodfellow et al.'s mi
 class-weighted log loss π E_p log D + (1 − π) E_q log(1 − D) up to a constant: the discriminator of
 Huszár's JS_π sees real and fake in the ratio π : (1 − π); at its optimum D* = πp/(πp + (1−π)q)
 the bound equals JS_π(P‖Q).
+
+With spread noise (instance noise; Zhang et al. 2018) the same noise is added to real and fake
+samples before the critic sees them, so the game is played between P̃ = P * K and Q̃ = Q * K, whose
+supports overlap even when P and Q lie on different curves.
 """
 
 from __future__ import annotations
@@ -25,11 +29,14 @@ import torch
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from gandiv.data.spread import SpreadNoise
 from gandiv.divergences import FDivergence
 from gandiv.models.base import GenerativeModel
 from gandiv.objectives.base import Objective
 
 GENERATOR_LOSSES = ("minimax", "nonsaturating", "logit")
+# Seed of the fixed noise with which `sample_loss` (figures) averages the push over the spread.
+SAMPLE_LOSS_SEED = 5_555
 
 
 class VariationalDivergence(Objective):
@@ -39,7 +46,8 @@ class VariationalDivergence(Objective):
     logit step: KL(Q‖P)); the minimax step minimises the row's own divergence.
     `gradient_penalty` γ adds Mescheder et al.'s (2018) R1 penalty γ/2 · E_p‖∇_x V(x)‖² to the
     critic's loss. With `critic_ema` > 0 the model steps against an exponential moving average of
-    the critic's weights (decay `critic_ema`) instead of the critic itself.
+    the critic's weights (decay `critic_ema`) instead of the critic itself. With `spread`,
+    `spread_samples` noisy copies of every real and fake sample are shown to the critic instead.
     """
 
     uses_critic: ClassVar[bool] = True
@@ -53,6 +61,8 @@ class VariationalDivergence(Objective):
         gradient_penalty: float = 0.0,
         critic_ema: float = 0.0,
         target: FDivergence | None = None,
+        spread: SpreadNoise | None = None,
+        spread_samples: int = 1,
     ) -> None:
         super().__init__()
         if generator_loss not in GENERATOR_LOSSES:
@@ -65,6 +75,8 @@ class VariationalDivergence(Objective):
         self.divergence = target if generator_loss != "minimax" else divergence
         self.generator_loss = generator_loss
         self.gradient_penalty = gradient_penalty
+        self.spread = spread
+        self.spread_samples = spread_samples
         self.critic_average = (
             AveragedModel(critic, multi_avg_fn=get_ema_multi_avg_fn(critic_ema), use_buffers=True)
             if critic_ema > 0
@@ -76,6 +88,14 @@ class VariationalDivergence(Objective):
     def critic_parameters(self) -> list[nn.Parameter]:
         return list(self.critic.parameters())
 
+    def noisy(self, x: Tensor, generator: torch.Generator) -> Tensor:
+        """x itself, or with spread noise: `spread_samples` copies of each point plus noise."""
+        if self.spread is None:
+            return x
+        x = x.repeat_interleave(self.spread_samples, dim=0)
+        kernel = self.spread.kernel_at(self.step)
+        return x + kernel.sample(tuple(x.shape), generator).to(x)
+
     def bound(self, v_real: Tensor, v_fake: Tensor) -> Tensor:
         """E_p[g_f(V)] − E_q[f*(g_f(V))] from raw critic outputs: the critic's estimate of D_f."""
         return self.row.activation(v_real).mean() - self.row.conjugate_activation(v_fake).mean()
@@ -86,17 +106,18 @@ class VariationalDivergence(Objective):
         # critic: maximise E_p[g_f(V(x))] − E_q[f*(g_f(V(x̂)))], model held fixed
         self.critic.requires_grad_(True)
         with torch.no_grad():
-            fake = model.sample(len(batch), generator)
-        both = torch.cat([batch, fake])  # one critic pass over real and fake
+            fake = self.noisy(model.sample(len(batch), generator), generator)
+        real = self.noisy(batch, generator)
+        both = torch.cat([real, fake])  # one critic pass over real and fake
         if self.gradient_penalty > 0:
             both.requires_grad_(True)
         v = self.critic(both)
-        v_real, v_fake = v[: len(batch)], v[len(batch) :]
+        v_real, v_fake = v[: len(real)], v[len(real) :]
         bound = self.bound(v_real, v_fake)
         loss = -bound
         if self.gradient_penalty > 0:
             (grad,) = torch.autograd.grad(v_real.sum(), both, create_graph=True)
-            loss = loss + 0.5 * self.gradient_penalty * grad[: len(batch)].pow(2).sum(1).mean()
+            loss = loss + 0.5 * self.gradient_penalty * grad[: len(real)].pow(2).sum(1).mean()
         return loss, {"critic_loss": loss.detach(), "bound": bound.detach()}
 
     def after_critic_step(self) -> None:
@@ -107,9 +128,16 @@ class VariationalDivergence(Objective):
         self, model: GenerativeModel, batch: Tensor, generator: torch.Generator
     ) -> Tensor:
         self.critic.requires_grad_(False)  # gradients flow only into the model's parameters
-        return self.sample_loss(model, model.sample(len(batch), generator), batch)
+        fake = self.noisy(model.sample(len(batch), generator), generator)
+        return self._model_step(fake)
 
     def sample_loss(self, model: GenerativeModel, samples: Tensor, batch: Tensor) -> Tensor:
+        if self.spread is not None:  # the push averaged over fixed noise draws
+            local = torch.Generator(device=samples.device).manual_seed(SAMPLE_LOSS_SEED)
+            samples = self.noisy(samples, local)
+        return self._model_step(samples)
+
+    def _model_step(self, samples: Tensor) -> Tensor:
         critic = self.critic if self.critic_average is None else self.critic_average
         v = critic(samples)
         if self.generator_loss == "minimax":  # minimise the bound: −E_q[f*(g_f(V))]

@@ -7,6 +7,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
+from gandiv.data.spread import SpreadNoise
 from gandiv.divergences import FDivergence
 from gandiv.models.base import GenerativeModel
 
@@ -23,9 +24,22 @@ class Objective(nn.Module):
     needs_model_density: ClassVar[bool] = False  # uses log q(x)
     needs_data_density: ClassVar[bool] = False  # uses log p(x): the data's density must be known
     uses_critic: ClassVar[bool] = False  # trains a critic (the `critic` group, trainer.lr_d)
+    needs_generator: ClassVar[bool] = False  # needs x = G(z) itself (a `LatentGenerator`)
     # The divergence D(P‖Q) the objective minimises, if it is a row of the table: its true value
     # is reported as the ground-truth metric ``objective_divergence``.
     divergence: FDivergence | None = None
+    # Noise added to data and model alike (spread divergence, instance noise); then the objective
+    # minimises its divergence between the spread distributions P̃ and Q̃.
+    spread: SpreadNoise | None = None
+    step = 0  # training steps done (set by `begin_step`)
+
+    def begin_step(self, step: int) -> None:
+        """Called by the loop before each training step with the number of steps done."""
+        self.step = step
+
+    def joint_parameters(self) -> list[nn.Parameter]:
+        """Parameters stepped with the model's, by its optimiser (e.g. an encoder)."""
+        return []
 
     def model_loss(
         self, model: GenerativeModel, batch: Tensor, generator: torch.Generator

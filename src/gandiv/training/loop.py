@@ -227,6 +227,7 @@ def train(
             figures.frame(0)
         model.train()
         while step < cadence.steps:
+            objective.begin_step(step)
             if critic_optimizer is not None:
                 for _ in range(critic_steps):
                     batch = splits.batch(batch_size, generator)
