@@ -350,6 +350,8 @@ def test_linear_generator_recovers_the_line(gandiv, tmp_path, noise):
     a = np.array(summary["params"]["weight"])[:, 0]
     b = np.array(summary["params"]["bias"])
     start, end = np.array([-1.0, -0.5]), np.array([1.0, 0.5])
+    extent = np.linalg.norm(a) * math.sqrt(12)
+    print(f"line, {noise}: angle error {_angle_degrees(a, end - start):.3f}°, extent {extent:.4f}")
     assert _angle_degrees(a, end - start) < 2.0
     assert np.linalg.norm(a) * math.sqrt(12) == pytest.approx(np.linalg.norm(end - start), rel=0.05)
     assert np.abs(b - (start + end) / 2).max() < 0.05
@@ -448,6 +450,7 @@ def test_mlp_generator_learns_the_circle(gandiv, tmp_path):
         gandiv, tmp_path, "+experiment=barber_circle", "trainer.steps=400", "trainer.eval_every=100"
     )
     curve = _spread_kl_curve(tmp_path)
+    print("circle spread KL(P̃‖Q̃) every 100 steps:", [round(v, 3) for v in curve])
     assert len(curve) == 5 and curve[0] > 10
     assert all(later < curve[0] / 20 for later in curve[1:])
     assert summary["spread_kl_pq"] < 0.3
