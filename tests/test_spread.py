@@ -7,12 +7,13 @@ here from Hyvärinen & Oja (2000).
 
 from __future__ import annotations
 
+import itertools
+import json
 import math
 
 import numpy as np
 import pytest
 import torch
-from torch.nn import functional as F
 
 from gandiv.data.manifold import ICA, Circle, Line, amari_distance, random_mixing
 from gandiv.data.spread import SpreadKernel, SpreadNoise, spread_data
@@ -440,8 +441,6 @@ def test_deterministic_ica_recovers_the_mixing_matrix_in_4d(gandiv, tmp_path):
 
 def _spread_kl_curve(tmp_path) -> list[float]:
     lines = (run_dirs(tmp_path)[-1] / "metrics.jsonl").read_text().splitlines()
-    import json
-
     return [r["spread_kl_pq"] for r in map(json.loads, lines) if "spread_kl_pq" in r]
 
 
@@ -463,7 +462,7 @@ def test_mlp_generator_learns_the_swiss_roll(gandiv, tmp_path):
     _train(gandiv, tmp_path, "+experiment=barber_swiss_roll", "trainer.steps=2000")
     curve = _spread_kl_curve(tmp_path)
     print("Swiss roll spread KL(P̃‖Q̃) every 500 steps:", [round(v, 3) for v in curve])
-    assert all(b < a for a, b in zip(curve, curve[1:], strict=False))  # steadily down
+    assert all(b < a for a, b in itertools.pairwise(curve))  # steadily down
     assert curve[-1] < 0.05 * curve[0]
 
 

@@ -3,9 +3,10 @@
 Q̃(y) = ∫ K(y − G(z)) p(z) dz of a deterministic generator is exact here in two cases: a linear
 generator with a Gaussian prior and Gaussian noise, N(b, AAᵀ + σ²I) (probabilistic PCA); and any
 generator with a one-dimensional latent, by composite Gauss–Legendre quadrature over z with one
-8-node panel per σ of the curve G traces (per σ/4 for the Laplace kernel). P̃ comes from `gandiv.data.spread.spread_data`. With
-both, KL(P̃‖Q̃), KL(Q‖P̃), JS ... are the ground-truth machinery's (quadrature on a grid in 1-D/2-D,
-Monte Carlo otherwise), reported as ``spread_kl_pq`` etc.
+8-node panel per σ of the curve G traces (per σ/4 for the Laplace kernel). P̃ comes from
+`gandiv.data.spread.spread_data`. With both, KL(P̃‖Q̃), KL(Q̃‖P̃), JS ... are the ground-truth
+machinery's (quadrature on a grid in 1-D/2-D, Monte Carlo otherwise), reported as
+``spread_kl_pq`` etc.
 """
 
 from __future__ import annotations
