@@ -7,9 +7,7 @@ target of `resume=`/`run=` entries), and the whole tree is hashed before and aft
 
 Placeholders in the arguments name directories made for the entry (see `BROKEN`).
 Not in the catalogue because the features do not exist yet: CelebA roots (missing, empty,
-corrupt images), image models on 2-D data and 2-D models on images, and objectives that need
-the data's density on data without one (every toy dataset has a density; `check_combination`'s
-refusal is tested directly below).
+corrupt images), image models on 2-D data and 2-D models on images.
 """
 
 from __future__ import annotations
@@ -200,6 +198,24 @@ CATALOGUE = [
     (["train", "model=mlp"], "forward_kl needs a model with a density, but model=mlp"),
     (["train", "model=mlp", "objective=reverse_kl"], "reverse_kl needs a model with a density"),
     (["train", "model=mlp", "objective=direct"], "direct needs a model with a density"),
+    (["train", "model=linear"], "forward_kl needs a model with a density, but model=linear"),
+    (
+        ["train", "dataset=line", "objective=reverse_kl"],
+        "objective: reverse_kl is undefined on this dataset: its points lie on a curve of zero "
+        "width, where no density exists",
+    ),
+    (
+        ["train", "dataset=circle", "objective=direct"],
+        "objective: direct is undefined on this dataset: … use objective=spread, a sample-based",
+    ),
+    (["train", "objective=spread", "objective.sigma=-1"], "objective.sigma: must be > 0.0, got -1"),
+    (["train", "objective=gan", "objective.sigma=-1"], "objective.sigma: must be > 0.0, got -1"),
+    (
+        ["train", "objective=spread", "objective.noise=cauchy"],
+        "objective.noise: 'cauchy' is not allowed; choose one of: gaussian, laplace",
+    ),
+    (["train", "dataset=line", "dataset.width=-1"], "dataset.width: must be >= 0.0, got -1.0"),
+    (["train", "dataset=ica", "dataset.dim=0"], "dataset.dim: must be >= 1 and <= 64, got 0"),
     (
         ["train", "model=flow", "dataset.means=[[-1],[1]]"],
         "model: a coupling flow needs data of dimension",
