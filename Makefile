@@ -3,6 +3,8 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
+# pytest worker processes (pytest-xdist): one per core; TEST_WORKERS=0 runs the tests in-process
+TEST_WORKERS ?= auto
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.gandiv-installed
 
@@ -26,13 +28,13 @@ run: install ## the main job: `gandiv train` with the default config (outputs/DA
 	$(BIN)/gandiv train
 
 test: install ## the default test suite (slow tests excluded)
-	$(BIN)/python -m pytest -q -m "not slow and not gpu"
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) -m "not slow and not gpu"
 
 test-all: install ## every test, slow ones included (GPU tests skip without CUDA)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
 
 test-reliability: install ## bad-input catalogue and fault injection (kills, signals, full disk, NaN)
-	$(BIN)/python -m pytest -q tests/reliability
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) tests/reliability
 
 lint: install ## ruff (lint + format check) and mypy
 	$(BIN)/ruff check src tests benchmarks docs
