@@ -45,8 +45,9 @@ format: install ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix src tests benchmarks
 	$(BIN)/ruff format src tests benchmarks
 
-bench: install ## benchmarks (ratios): the training step against plain PyTorch; parallel sweeps
+bench: install ## benchmarks (ratios, see benchmarks/README.md): steps against plain PyTorch; sweeps
 	$(BIN)/python benchmarks/bench_step.py
+	$(BIN)/python benchmarks/bench_gan.py
 	$(BIN)/python benchmarks/bench_sweep.py
 
 clean: ## remove the environment and every run output

@@ -1,10 +1,11 @@
 """A sweep run by Hydra's basic launcher (one job after another, in one process) against the same
 sweep run by gandiv's joblib launcher (jobs in parallel worker processes), side by side.
 
-Each round runs both, in alternating order, as the user would type them (`gandiv train -m ...` in
-a fresh process, from process start to the last file written). Read the ratio: the sequential
-wall time over the parallel one. With n_jobs workers it is at most n_jobs; every worker pays its
-own start-up (imports), which a short job does not amortise.
+Each round also runs the jobs as separate `gandiv train` processes one after another (a shell
+loop: the sequential sum of the jobs). Rounds run the three in alternating order, as the user would
+type them, from process start to the last file written. Read the ratios to the parallel time:
+with n_jobs workers they are at most n_jobs; every worker pays its own start-up (imports) once,
+which the basic launcher pays once for all jobs.
 
     python benchmarks/bench_sweep.py --jobs 4 --steps 6000 --rounds 2
 """
@@ -21,23 +22,22 @@ import time
 from pathlib import Path
 
 
-def run_sweep(launcher: list[str], jobs: int, steps: int, root: Path) -> float:
-    seeds = ",".join(str(s) for s in range(jobs))
-    args = [
-        sys.executable,
-        "-m",
-        "gandiv",
-        "train",
-        "-m",
-        *launcher,
-        f"trainer.seed={seeds}",
-        f"trainer.steps={steps}",
-        f"trainer.eval_every={steps // 4}",
-        "plot.every=0",
-        f"hydra.sweep.dir={root}",
-    ]
+def _gandiv(*args: str) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "gandiv", "train", *args], check=True, capture_output=True
+    )
+
+
+def run_sweep(launcher: list[str] | None, jobs: int, steps: int, root: Path) -> float:
+    """Wall time of the sweep; `launcher` None: one `gandiv train` process per job, in turn."""
+    settings = [f"trainer.steps={steps}", f"trainer.eval_every={steps // 4}", "plot.every=0"]
     started = time.perf_counter()
-    subprocess.run(args, check=True, capture_output=True)
+    if launcher is None:
+        for job in range(jobs):
+            _gandiv(f"trainer.seed={job}", *settings, f"hydra.run.dir={root / str(job)}")
+    else:
+        seeds = ",".join(str(s) for s in range(jobs))
+        _gandiv("-m", *launcher, f"trainer.seed={seeds}", *settings, f"hydra.sweep.dir={root}")
     elapsed = time.perf_counter() - started
     done = sum((root / str(job) / "summary.json").is_file() for job in range(jobs))
     if done != jobs:
@@ -53,9 +53,10 @@ def main() -> None:
     parser.add_argument("--n-jobs", type=int, default=-1, help="joblib workers (-1: one per core)")
     args = parser.parse_args()
 
-    launchers = {
-        "basic (sequential)": [],
-        "joblib (parallel)": ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={args.n_jobs}"],
+    launchers: dict[str, list[str] | None] = {
+        "one process per job": None,
+        "basic launcher": [],
+        "joblib launcher": ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={args.n_jobs}"],
     }
     times: dict[str, list[float]] = {name: [] for name in launchers}
     with tempfile.TemporaryDirectory() as tmp:
@@ -65,15 +66,17 @@ def main() -> None:
                 root = Path(tmp) / f"{round_}-{name.split()[0]}"
                 times[name].append(run_sweep(launchers[name], args.jobs, args.steps, root))
     print(
-        f"{args.jobs}-job sweep, {args.steps} steps per job, {os.cpu_count()} cores, "
-        f"median of {args.rounds} interleaved rounds"
+        f"{args.jobs}-job sweep, {args.steps} steps per job, {os.cpu_count()} cores, median of "
+        f"{args.rounds} interleaved rounds (wall time, process start to last file written)"
     )
+    parallel = times["joblib launcher"]
     for name, values in times.items():
+        ratio = statistics.median(v / p for v, p in zip(values, parallel, strict=True))
         runs = ", ".join(f"{v:.1f}" for v in values)
-        print(f"  {name:20s} {statistics.median(values):6.1f} s  (rounds: {runs})")
-    ratio = [s / p for s, p in zip(*times.values(), strict=True)]
-    rounds = ", ".join(f"{r:.2f}" for r in ratio)
-    print(f"  sequential / parallel: {statistics.median(ratio):.2f}  (rounds: {rounds})")
+        print(
+            f"  {name:20s} {statistics.median(values):6.1f} s  {ratio:.2f}× the joblib time  "
+            f"(rounds: {runs})"
+        )
 
 
 if __name__ == "__main__":

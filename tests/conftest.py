@@ -7,11 +7,13 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from gandiv.cli import main
 
@@ -22,6 +24,16 @@ TINY = [
     "trainer.eval_every=20",
     "trainer.num_samples=500",
 ]
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """One torch thread per test: the fastest for the small models tested (gandiv's own
+    trainer.threads default), and `make test` already runs one pytest worker per core."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @dataclass

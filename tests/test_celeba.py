@@ -25,15 +25,6 @@ COUNTS = {"train": 24, "valid": 6, "test": 6}
 N_IMAGES = sum(COUNTS.values())
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks: one thread is fastest on a shared machine (as trainer.threads=1)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _face(index: int) -> Image.Image:
     """A face-like 178×218 picture: a background gradient, a head, eyes, a mouth, some noise."""
     rng = np.random.default_rng(index)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -22,14 +22,6 @@ from gandiv.models import MLPCritic
 COV = [[1.0, 0.3], [0.3, 0.8]]
 SEPARATIONS = (0.0, 1.0, 2.0)  # the model's mean sits at sep · (1, 0.5)
 N_REAL = 20_000  # held-out data: 10,000 to train the critic, 10,000 for the estimate
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def gen(seed: int) -> torch.Generator:

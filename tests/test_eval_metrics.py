@@ -5,7 +5,6 @@ closed forms, sample distances against numpy double sums and closed forms."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -29,14 +28,6 @@ from gandiv.evaluation.kde import (
 )
 from gandiv.evaluation.modes import mahalanobis, mode_metrics
 from gandiv.evaluation.quadrature import ground_truth, make_grid
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def gen(seed: int = 0) -> torch.Generator:

@@ -25,16 +25,6 @@ from gandiv.objectives.spread import SpreadKL, elbo, importance_bound
 
 from .conftest import read_json, run_dirs
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small models: one thread is fastest on a shared machine (as trainer.threads=1)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # --------------------------------------------------------------------------------------------
 # kernels
 

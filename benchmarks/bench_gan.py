@@ -1,0 +1,228 @@
+"""gandiv's GAN training loop against a plain PyTorch reference loop, with this machine's limit.
+
+For each shape (MLP width × batch) on the default 2-D mixture:
+
+- **gandiv**: `objective=ns_gan model=mlp` built from the shipped config (Hydra's compose, the same
+  validation and builders as `gandiv train`) and trained by gandiv's own loop
+  (`gandiv.training.loop.train`, logging every 100 steps, no evaluation or figures).
+- **reference**: what a careful PyTorch user writes: MLP G and D of the same shapes, Adam, the
+  non-saturating BCE GAN step (one D step, one G step), data drawn each step, `.item()` of both
+  losses each step for logging.
+- **limit**: the time a step cannot beat on this machine: its matrix-multiply FLOPs over the
+  measured `torch.mm` rate at that shape, plus its operator dispatches (counted, the fewer of the
+  two loops) times the measured cost of one small operator.
+
+The two loops run interleaved in rounds, with the same thread count, so noise hits both alike:
+read the ratios. `python benchmarks/bench_gan.py --rounds 3`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra import compose, initialize_config_module
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from gandiv import config as C
+from gandiv.build import build_dataset, build_model, build_objective, build_optimizer
+from gandiv.data.splits import ToySplits
+from gandiv.training.loop import Cadence, train
+from gandiv.training.run_dir import RunDirectory
+
+SHAPES = [(128, 256), (128, 1024), (256, 256), (256, 1024)]
+DEPTH = 3  # hidden layers of G and D (gandiv's default)
+LATENT = 2
+
+
+class _CountOps(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def gandiv_loop(width: int, batch: int) -> Callable[[int], None]:
+    """Run `steps` steps of gandiv's own loop (fresh run directory each call, objects kept)."""
+    overrides = [
+        "objective=ns_gan",
+        "model=mlp",
+        f"model.width={width}",
+        f"critic.width={width}",
+        f"trainer.batch_size={batch}",
+    ]
+    with initialize_config_module("gandiv.conf", version_base="1.3"):
+        config = C.validate_train_config(compose("train", overrides=overrides))
+    data = build_dataset(config.dataset)
+    torch.manual_seed(0)
+    model = build_model(config.model, data.dim)
+    objective = build_objective(
+        config.objective, data, config.critic, config.trainer.grid_points, model=model
+    )
+    trainer = config.trainer
+    optimizer = build_optimizer(model.parameters(), trainer.optimizer, trainer.lr, trainer.betas)
+    critic_optimizer = build_optimizer(
+        objective.critic_parameters(),
+        trainer.optimizer,
+        trainer.lr_d or trainer.lr,
+        trainer.betas_d or trainer.betas,
+    )
+    splits = ToySplits(data, None, 2, 0)
+    generator = torch.Generator().manual_seed(0)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-gan-"))
+    calls = iter(range(1_000_000))
+
+    def run(steps: int) -> None:
+        train(
+            run=RunDirectory(tmp / str(next(calls))),
+            splits=splits,
+            model=model,
+            objective=objective,
+            optimizer=optimizer,
+            critic_optimizer=critic_optimizer,
+            critic_steps=1,
+            generator=generator,
+            batch_size=batch,
+            cadence=Cadence(steps, 100, 0, 0),
+            evaluate=None,
+            config={},
+            progress=False,
+        )
+
+    return run
+
+
+def _mlp(inputs: int, outputs: int, width: int, activation: type[nn.Module]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(DEPTH):
+        layers += [nn.Linear(inputs if i == 0 else width, width), activation()]
+    return nn.Sequential(*layers, nn.Linear(width, outputs))
+
+
+def reference_loop(width: int, batch: int) -> Callable[[int], None]:
+    """The canonical GAN step, written by hand."""
+    torch.manual_seed(0)
+    means = torch.tensor([[-2.0, -1.0], [2.0, 1.0]])
+    G = _mlp(LATENT, 2, width, nn.ReLU)
+    D = _mlp(2, 1, width, lambda: nn.LeakyReLU(0.2))
+    opt_g = torch.optim.Adam(G.parameters(), lr=1e-3, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(D.parameters(), lr=1e-3, betas=(0.5, 0.999))
+    bce = nn.BCEWithLogitsLoss()
+    ones, zeros = torch.ones(batch, 1), torch.zeros(batch, 1)
+
+    def data() -> torch.Tensor:
+        return means[torch.randint(0, 2, (batch,))] + 0.6 * torch.randn(batch, 2)
+
+    def run(steps: int) -> None:
+        for _ in range(steps):
+            real, fake = data(), G(torch.randn(batch, LATENT))
+            loss_d = bce(D(real), ones) + bce(D(fake.detach()), zeros)
+            opt_d.zero_grad()
+            loss_d.backward()
+            opt_d.step()
+            loss_g = bce(D(G(torch.randn(batch, LATENT))), ones)
+            opt_g.zero_grad()
+            loss_g.backward()
+            opt_g.step()
+            loss_d.item(), loss_g.item()
+
+    return run
+
+
+def step_flops(width: int, batch: int) -> float:
+    """Matrix-multiply FLOPs of one GAN step (one D step, one G step), 2 per multiply-add.
+
+    A linear layer costs 2·n·in·out forward and twice that backward (input and weight gradients).
+    D step: G forward on n, D forward+backward on 2n (real and fake). G step: G forward+backward
+    on n, D forward+backward on n (its input gradient is needed; its weight gradient is not).
+    """
+    g = LATENT * width + (DEPTH - 1) * width * width + width * 2
+    d = 2 * width + (DEPTH - 1) * width * width + width * 1
+    n = batch
+    macs = g * n + 3 * d * 2 * n + 3 * g * n + 2 * d * n
+    return 2.0 * macs
+
+
+def mm_rate(width: int, batch: int, seconds: float = 0.3) -> float:
+    """Measured FLOP/s of torch.mm at the step's main shape ((batch × width) @ (width × width))."""
+    a, b = torch.randn(batch, width), torch.randn(width, width)
+    for _ in range(10):
+        torch.mm(a, b)
+    count, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        for _ in range(20):
+            torch.mm(a, b)
+        count += 20
+    return 2.0 * batch * width * width * count / (time.perf_counter() - started)
+
+
+def op_cost(calls: int = 20_000) -> float:
+    """Seconds per small operator (dispatch and allocation, no arithmetic to speak of)."""
+    x, y = torch.ones(8), torch.ones(8)
+    started = time.perf_counter()
+    for _ in range(calls):
+        torch.add(x, y)
+    return (time.perf_counter() - started) / calls
+
+
+def dispatches(run: Callable[[int], None], steps: int = 100) -> float:
+    """Operators dispatched per step (averaged over `steps`, loop bookkeeping included)."""
+    with _CountOps() as counter:
+        run(steps)
+    return counter.count / steps
+
+
+def steps_per_s(run: Callable[[int], None], seconds: float) -> float:
+    started = time.perf_counter()
+    run(5)
+    probe = max(5.0 / (time.perf_counter() - started) * seconds, 20)
+    steps = int(probe)
+    started = time.perf_counter()
+    run(steps)
+    return steps / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per shape")
+    parser.add_argument("--seconds", type=float, default=1.0, help="time per measurement")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (gandiv's default)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    print(f"torch {torch.__version__}, {args.threads} thread(s), median of {args.rounds} rounds")
+    header = (
+        "| width | batch | reference steps/s | gandiv steps/s | gandiv / reference "
+        "| limit steps/s | gandiv / limit | dispatches (gandiv, reference) |"
+    )
+    print(header)
+    print("|---" * (header.count("|") - 1) + "|")
+    per_op = op_cost()
+    for width, batch in SHAPES:
+        loops = {"reference": reference_loop(width, batch), "gandiv": gandiv_loop(width, batch)}
+        rates: dict[str, list[float]] = {name: [] for name in loops}
+        for round_ in range(args.rounds):
+            for name in loops if round_ % 2 == 0 else reversed(list(loops)):
+                rates[name].append(steps_per_s(loops[name], args.seconds))
+        counts = {name: dispatches(run) for name, run in loops.items()}
+        limit = step_flops(width, batch) / mm_rate(width, batch) + min(counts.values()) * per_op
+        ref, ours = (statistics.median(rates[n]) for n in ("reference", "gandiv"))
+        print(
+            f"| {width} | {batch} | {ref:.0f} | {ours:.0f} | {ours / ref:.2f} | {1 / limit:.0f} "
+            f"| {ours * limit:.2f} | {counts['gandiv']:.0f}, {counts['reference']:.0f} |"
+        )
+    print(f"one small operator: {per_op * 1e6:.1f} µs")
+
+
+if __name__ == "__main__":
+    main()
