@@ -48,6 +48,7 @@ format: install ## apply ruff's fixes and formatting
 bench: install ## benchmarks (ratios, see benchmarks/README.md): steps against plain PyTorch; sweeps
 	$(BIN)/python benchmarks/bench_step.py
 	$(BIN)/python benchmarks/bench_gan.py
+	$(BIN)/python benchmarks/bench_levers.py
 	$(BIN)/python benchmarks/bench_sweep.py
 
 clean: ## remove the environment and every run output

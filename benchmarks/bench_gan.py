@@ -52,8 +52,29 @@ class _CountOps(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def gandiv_loop(width: int, batch: int) -> Callable[[int], None]:
-    """Run `steps` steps of gandiv's own loop (fresh run directory each call, objects kept)."""
+class _UnchunkedSplits(ToySplits):
+    """Every batch drawn on its own (what `ToySplits.batch` did before drawing in chunks)."""
+
+    def batch(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        return self.draw(n, generator)
+
+
+def gandiv_loop(
+    width: int,
+    batch: int,
+    *,
+    adam: dict[str, Any] | None = None,
+    chunked: bool = True,
+    freeze_critic: bool = True,
+    compile_nets: bool = False,
+) -> Callable[[int], None]:
+    """Run `steps` steps of gandiv's own loop (fresh run directory each call, objects kept).
+
+    The keywords undo one lever each, for `bench_levers.py`: `adam` builds Adam with these
+    options instead of `build_optimizer`'s; `chunked=False` draws every batch on its own;
+    `freeze_critic=False` lets the model step compute the critic's weight gradients too;
+    `compile_nets` compiles G's and D's networks with `torch.compile`.
+    """
     overrides = [
         "objective=ns_gan",
         "model=mlp",
@@ -77,7 +98,21 @@ def gandiv_loop(width: int, batch: int) -> Callable[[int], None]:
         trainer.lr_d or trainer.lr,
         trainer.betas_d or trainer.betas,
     )
-    splits = ToySplits(data, None, 2, 0)
+    if adam is not None:
+        betas = (trainer.betas[0], trainer.betas[1])
+        optimizer = torch.optim.Adam(model.parameters(), lr=trainer.lr, betas=betas, **adam)
+        critic_optimizer = torch.optim.Adam(
+            objective.critic_parameters(), lr=trainer.lr, betas=betas, **adam
+        )
+    critic = objective.critic
+    assert isinstance(critic, nn.Module)
+    if not freeze_critic:
+        critic.requires_grad_ = lambda requires_grad=True: critic  # type: ignore[method-assign]
+    if compile_nets:  # the networks' forward (nn.Module.compile() compiles nothing here)
+        for net in (model.net, critic.net):
+            assert isinstance(net, nn.Module)
+            net.forward = torch.compile(net.forward, dynamic=False)
+    splits = (ToySplits if chunked else _UnchunkedSplits)(data, None, 2, 0)
     generator = torch.Generator().manual_seed(0)
     tmp = Path(tempfile.mkdtemp(prefix="bench-gan-"))
     calls = iter(range(1_000_000))

@@ -543,3 +543,40 @@ def test_weights_within_tolerance_are_accepted_and_renormalised() -> None:
     assert float(mix.weights.sum()) == pytest.approx(1.0, abs=1e-15)
     with pytest.raises(ValueError, match="sum to 1"):
         Mixture([0.5, 0.5 + 5e-6], [[0.0], [1.0]], [[[1.0]], [[1.0]]])
+
+
+# ---------------------------------------------------------------- training batches
+
+
+@pytest.mark.parametrize("n_train", [None, 300])
+def test_batches_drawn_in_chunks_resume_exactly_from_a_state_round_trip(
+    n_train: int | None,
+) -> None:
+    """Batches come from a buffer of pre-drawn points; with that buffer and the generator's state
+    restored (as a checkpoint does) the batch stream is the uninterrupted one, whatever the step."""
+    from gandiv.data.splits import CHUNK_POINTS, ToySplits
+
+    data = ring8()
+    n = 3000  # CHUNK_POINTS // n batches per draw: a refill every few batches
+    assert CHUNK_POINTS // n < 8
+    steps = 20
+
+    def stream(cut: int | None) -> list[torch.Tensor]:
+        splits = ToySplits(data, n_train, 50, seed=1)
+        generator = torch.Generator().manual_seed(0)
+        out = []
+        for step in range(steps):
+            if step == cut:  # what a checkpoint stores, loaded into fresh objects
+                state, rng = splits.state_dict(), generator.get_state()
+                splits = ToySplits(data, n_train, 50, seed=1)
+                splits.load_state_dict(state)
+                generator = torch.Generator()
+                generator.set_state(rng)
+            out.append(splits.batch(n, generator))
+        return out
+
+    whole = stream(None)
+    assert all(b.shape == (n, 2) for b in whole)
+    assert len({b.sum().item() for b in whole}) == steps  # no batch handed out twice
+    for cut in (1, 5, 6, 13):
+        assert all(torch.equal(a, b) for a, b in zip(whole, stream(cut), strict=True)), cut

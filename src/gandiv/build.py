@@ -236,9 +236,17 @@ def build_objective(
 def build_optimizer(
     params: Iterable[nn.Parameter], name: str, lr: float, betas: Sequence[float]
 ) -> torch.optim.Optimizer:
-    """Adam with `betas`, or SGD with momentum `betas[0]`."""
+    """Adam with `betas`, or SGD with momentum `betas[0]`.
+
+    Adam runs fused (one kernel per step for all parameters instead of about eight operators per
+    parameter tensor: some 7% more GAN steps/s at width 128, batch 256 on the CPU; see
+    benchmarks/README.md) wherever torch has that kernel: floating-point parameters on the CPU or
+    a CUDA device.
+    """
+    params = list(params)
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=(betas[0], betas[1]))
+        fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+        return torch.optim.Adam(params, lr=lr, betas=(betas[0], betas[1]), fused=fused or None)
     return torch.optim.SGD(params, lr=lr, momentum=betas[0])
 
 

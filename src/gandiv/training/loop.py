@@ -2,7 +2,8 @@
 
 One function, `train`, owns the step order, the cadences (log, evaluate, checkpoint), the
 non-finite check, signal handling and exact resumption. Losses are accumulated on the device and
-read back only at the logging cadence (each read is a host-device sync point).
+read back only at the logging cadence (each read is a host-device sync point); the bookkeeping
+costs a handful of operators per step (see `_nonfinite_steps`), not one per check per loss.
 """
 
 from __future__ import annotations
@@ -56,6 +57,19 @@ class TrainResult:
     session_train_time_s: float  # this session's loop time less evaluation and checkpoints
     last_losses: dict[str, float] = field(default_factory=dict)
     last_eval: dict[str, float] = field(default_factory=dict)
+
+
+def _nonfinite_steps(sums: dict[str, torch.Tensor], counts: dict[str, torch.Tensor]) -> None:
+    """Count, per loss, the steps at whose end its running sum was not finite (no sync).
+
+    A NaN or ±Inf added to a running sum keeps it non-finite until the sum is read and reset at the
+    next log line, where a non-finite sum stops training: a count c > 0 read at step s means the
+    loss first became non-finite at step s − c + 1. `t − t` is 0 for finite t and NaN otherwise
+    (three operators per loss, where a per-step `isfinite`/`where` record of the first bad step
+    costs nine).
+    """
+    for name, total in sums.items():
+        counts[name].add_((total - total).ne(0))
 
 
 def _last_values(records: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, float]:
@@ -136,7 +150,7 @@ def train(
     train_time = 0.0
     sums: dict[str, torch.Tensor] = {}
     count = 0
-    first_bad: dict[str, torch.Tensor] = {}  # per logged loss: the first step it was NaN/Inf
+    nonfinite: dict[str, torch.Tensor] = {}  # per logged loss: steps since it became NaN/Inf
     if resume_from is not None:
         try:  # (the caller checks the device: a checkpoint resumes on its own device type)
             model.load_state_dict(resume_from["model"])
@@ -146,6 +160,8 @@ def train(
                 critic_optimizer.load_state_dict(resume_from["critic_optimizer"])
             generator.set_state(resume_from["generator"])
             torch.set_rng_state(resume_from["torch_rng"])
+            if hasattr(splits, "load_state_dict"):  # batches drawn but not used yet
+                splits.load_state_dict(resume_from.get("splits") or {"pending": None})
         except (RuntimeError, ValueError, KeyError, TypeError) as err:
             raise UserError(
                 str(run.checkpoint_path),
@@ -155,25 +171,31 @@ def train(
         train_time = float(resume_from["train_time_s"])
         sums = {k: v.to(device) for k, v in resume_from["loss_sums"].items()}
         count = int(resume_from["loss_count"])
-        first_bad = {k: v.to(device) for k, v in resume_from["first_bad"].items()}
+        # (stored as the first bad step, −1 for none, the format every checkpoint has)
+        nonfinite = {
+            k: torch.where(v >= 0, step - v + 1, 0).to(device)
+            for k, v in resume_from["first_bad"].items()
+        }
         if figures is not None and resume_from.get("figures") is not None:
             figures.load_state_dict(resume_from["figures"])
         run.truncate_metrics(int(resume_from["metrics_bytes"]))
     start_step = step
     result = TrainResult(step, train_time, 0, 0.0)
 
-    def accumulate(name: str, value: torch.Tensor, at_step: int) -> None:
-        """Add to the running sum of `name` and note the first step it was not finite (no sync)."""
+    def accumulate(name: str, value: torch.Tensor) -> None:
+        """Add a detached loss to the running sum of `name` (no sync)."""
         if name not in sums:
             sums[name] = torch.zeros((), device=device)
-            first_bad[name] = torch.full((), -1, dtype=torch.long, device=device)
-        sums[name] += value
-        bad = first_bad[name]
-        first_bad[name] = torch.where((bad < 0) & ~torch.isfinite(value), at_step, bad)
+            nonfinite[name] = torch.zeros((), dtype=torch.long, device=device)
+        sums[name].add_(value)
+
+    def first_bad() -> dict[str, torch.Tensor]:
+        """Per loss, the first step it was NaN/Inf (−1: none), from the counts (no sync)."""
+        return {k: torch.where(c > 0, step - c + 1, -1) for k, c in nonfinite.items()}
 
     def check_finite() -> None:
-        steps = {name: int(bad) for name, bad in first_bad.items()}  # a sync point
-        broken = sorted((s, name) for name, s in steps.items() if s >= 0)
+        counts = {name: int(c) for name, c in nonfinite.items()}  # a sync point
+        broken = sorted((step - c + 1, name) for name, c in counts.items() if c > 0)
         if broken:
             at, name = broken[0]
             raise NumericalError(f"the {name} became non-finite (NaN/Inf) at step {at}")
@@ -196,10 +218,11 @@ def train(
                     critic_optimizer.state_dict() if critic_optimizer is not None else None
                 ),
                 "generator": generator.get_state(),
+                "splits": splits.state_dict() if hasattr(splits, "state_dict") else None,
                 "torch_rng": torch.get_rng_state(),
                 "loss_sums": {k: v.detach().cpu() for k, v in sums.items()},
                 "loss_count": count,
-                "first_bad": {k: v.cpu() for k, v in first_bad.items()},
+                "first_bad": {k: v.cpu() for k, v in first_bad().items()},
                 "metrics_bytes": run.sync_metrics(),
                 "train_time_s": train_time + (time.perf_counter() - session_start),
                 "config": config,
@@ -236,15 +259,18 @@ def train(
                     critic_loss.backward()
                     critic_optimizer.step()
                     objective.after_critic_step()
-                    for name, value in metrics.items():
-                        accumulate(name, value / critic_steps, step + 1)
+                    with torch.no_grad():
+                        for name, value in metrics.items():
+                            accumulate(name, value / critic_steps if critic_steps > 1 else value)
             batch = splits.batch(batch_size, generator)
             loss = objective.model_loss(model, batch, generator)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             step += 1
-            accumulate("loss", loss.detach(), step)
+            with torch.no_grad():
+                accumulate("loss", loss)
+                _nonfinite_steps(sums, nonfinite)
             count += 1
 
             record: dict[str, Any] = {}
