@@ -8,12 +8,14 @@ leaves no half-trained run behind.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
 import time
+from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from hydra.core.hydra_config import HydraConfig
@@ -31,6 +33,7 @@ from gandiv.build import (
     check_combination,
     resolve_device,
 )
+from gandiv.data.images import ImageData, ImageSplits, to_uint8_images
 from gandiv.data.splits import ToySplits
 from gandiv.data.toy import Mixture, ToyData
 from gandiv.divergences import DIVERGENCE_NAMES
@@ -52,8 +55,9 @@ from gandiv.models import GaussianModel, LinearGenerator
 from gandiv.models.base import GenerativeModel, LatentGenerator
 from gandiv.objectives.base import Objective
 from gandiv.objectives.spread import SpreadKL
+from gandiv.plotting.images import image_grid_figure
 from gandiv.sweep import csv_text, write_sweep_summary
-from gandiv.training.figures import RunFigures
+from gandiv.training.figures import ImageFigures, RunFigures, save_figures
 from gandiv.training.loop import Cadence, TrainResult
 from gandiv.training.loop import train as train_loop
 from gandiv.training.run_dir import RunDirectory, atomic_write_bytes
@@ -65,6 +69,23 @@ SAMPLES_SEED = 20_240_601
 # Offset of the evaluation noise stream from the training seed (evaluation never draws from the
 # training generator, so changing the evaluation cadence never changes training).
 EVAL_SEED_OFFSET = 1_000_003
+# Image runs save this many final samples (uint8 NHWC) at most in samples.npy.
+IMAGE_SAMPLES = 64
+# Model samples drawn at a time on image runs (bounds the generator's activation memory).
+IMAGE_CHUNK = 256
+
+
+def image_size(data: ToyData | ImageData) -> int | None:
+    """The side of an image dataset's images (None for vector data)."""
+    return data.size if isinstance(data, ImageData) else None
+
+
+def sample_in_chunks(
+    model: GenerativeModel, n: int, generator: torch.Generator, chunk: int = IMAGE_CHUNK
+) -> torch.Tensor:
+    """`n` model samples drawn `chunk` at a time, without gradients."""
+    with torch.no_grad():
+        return torch.cat([model.sample(min(chunk, n - i), generator) for i in range(0, n, chunk)])
 
 
 def eval_generator(seed: int, step: int, device: torch.device) -> torch.Generator:
@@ -197,7 +218,7 @@ def _prepare_training(cfg: DictConfig, run: RunDirectory, multirun: bool) -> Any
         _check_resumable(run, state, plain, trainer.steps)
 
     data = build_dataset(config.dataset)
-    check_combination(config.objective, config.model, data, trainer.batch_size)
+    check_combination(config.objective, config.model, data, trainer.batch_size, config.critic)
     device = resolve_device(trainer.device, "trainer.device")
     if state is not None and state["device"] != device.type:  # before the run's files change
         raise UserError(
@@ -205,7 +226,7 @@ def _prepare_training(cfg: DictConfig, run: RunDirectory, multirun: bool) -> Any
             f"the run was trained on {state['device']} and can only be resumed there "
             f"(this resume would use {device.type}); set trainer.device={state['device']}",
         )
-    n_train = config.dataset.n_train
+    n_train = None if isinstance(data, ImageData) else config.dataset.n_train
     if n_train is not None and trainer.batch_size > n_train:
         raise UserError(
             "trainer.batch_size",
@@ -214,7 +235,9 @@ def _prepare_training(cfg: DictConfig, run: RunDirectory, multirun: bool) -> Any
     if trainer.threads is not None:
         torch.set_num_threads(trainer.threads)
     torch.manual_seed(trainer.seed)
-    model = build_model(config.model, data.dim).to(device)
+    # images: the copy is read (its cache built the first time) before anything is trained
+    images = data.load(trainer.progress) if isinstance(data, ImageData) else None
+    model = build_model(config.model, data.dim, image_size(data)).to(device)
     objective = build_objective(
         config.objective, data, config.critic, trainer.grid_points, model=model
     ).to(device)
@@ -234,7 +257,12 @@ def _prepare_training(cfg: DictConfig, run: RunDirectory, multirun: bool) -> Any
         if objective.uses_critic
         else None
     )
-    splits = ToySplits(data, n_train, config.dataset.n_test, config.dataset.seed).to(device)
+    splits: ToySplits | ImageSplits
+    if isinstance(data, ImageData):
+        assert images is not None
+        splits = ImageSplits(images, device, data.on_device)
+    else:
+        splits = ToySplits(data, n_train, config.dataset.n_test, config.dataset.seed).to(device)
     generator = torch.Generator(device=device).manual_seed(trainer.seed)
 
     critic_keys = ("critic", "trainer.lr_d", "trainer.betas_d", "trainer.critic_steps")
@@ -252,9 +280,14 @@ def _prepare_training(cfg: DictConfig, run: RunDirectory, multirun: bool) -> Any
     extra = {"objective_divergence": objective.divergence} if objective.divergence else None
 
     exact = model.has_density and data.has_density
+    # images: no ground truth exists (the loop logs losses only)
+    measured = not isinstance(data, ImageData) and (
+        exact or has_spread_metrics(data, model, objective)
+    )
     spread_cache: dict[Any, Any] = {}
 
     def evaluate(step: int) -> dict[str, float]:
+        assert isinstance(data, ToyData)
         noise = eval_generator(trainer.seed, step, device)
         model.eval()
         metrics: dict[str, float] = {}
@@ -276,7 +309,7 @@ def _prepare_training(cfg: DictConfig, run: RunDirectory, multirun: bool) -> Any
         return metrics
 
     figures = None
-    if data.dim <= 2:
+    if data.dim <= 2 or isinstance(data, ImageData):
         figures = run_figures(config, data, model, objective, device)
 
     def session() -> None:
@@ -298,7 +331,8 @@ def _prepare_training(cfg: DictConfig, run: RunDirectory, multirun: bool) -> Any
         try:
             result = train_loop(
                 run=run,
-                splits=splits,
+                # the loop draws batches only: ImageSplits has ToySplits' batch(n, generator)
+                splits=cast(ToySplits, splits),
                 model=model,
                 objective=objective,
                 optimizer=optimizer,
@@ -314,10 +348,9 @@ def _prepare_training(cfg: DictConfig, run: RunDirectory, multirun: bool) -> Any
                     config.plot.every,
                     config.plot.figures_every,
                 ),
-                figures=figures,
-                evaluate=(
-                    evaluate if exact or has_spread_metrics(data, model, objective) else None
-                ),
+                # ImageFigures has RunFigures' frame/write/state_dict/load_state_dict
+                figures=cast(RunFigures | None, figures),
+                evaluate=evaluate if measured else None,
                 config=plain,
                 resume_from=state,
                 progress=trainer.progress,
@@ -331,6 +364,8 @@ def _prepare_training(cfg: DictConfig, run: RunDirectory, multirun: bool) -> Any
         finally:
             run.close()
         _finish(run, model, result, summary, trainer.num_samples, started, device, figures)
+        if isinstance(data, ImageData):
+            log.info("images: figures/samples.png, samples.npy (uint8 NHWC)")
 
     return session
 
@@ -343,17 +378,22 @@ def _finish(
     num_samples: int,
     started: float,
     device: torch.device,
-    figures: RunFigures | None,
+    figures: RunFigures | ImageFigures | None,
 ) -> None:
     model.eval()
     if figures is not None:
         drawing = time.perf_counter()
         figures.write(run, result.step, run.read_metrics(), final=True)
         summary["figures_time_s"] = round(time.perf_counter() - drawing, 4)
-    with torch.no_grad():
-        noise = torch.Generator(device=device).manual_seed(SAMPLES_SEED)
-        samples = model.sample(num_samples, noise)
-    run.save_samples(samples.detach().cpu().float().numpy())
+    noise = torch.Generator(device=device).manual_seed(SAMPLES_SEED)
+    if isinstance(figures, ImageFigures):  # a modest number of uint8 NHWC images
+        run.save_samples(
+            to_uint8_images(sample_in_chunks(model, min(num_samples, IMAGE_SAMPLES), noise))
+        )
+    else:
+        with torch.no_grad():
+            samples = model.sample(num_samples, noise)
+        run.save_samples(samples.detach().cpu().float().numpy())
     steps_per_s = result.steps_this_session / max(result.session_train_time_s, 1e-9)
     summary.update(
         {
@@ -384,10 +424,11 @@ def load_run(path: Path) -> tuple[C.TrainConfig, dict[str, Any]]:
 
 def restore(
     path: Path, config: C.TrainConfig, state: dict[str, Any], device: torch.device
-) -> tuple[ToyData, GenerativeModel, Objective]:
-    """The data, and the model and objective of a run as its checkpoint left them (eval mode)."""
+) -> tuple[ToyData | ImageData, GenerativeModel, Objective]:
+    """The data (images: not yet read), and the model and objective of a run as its checkpoint
+    left them (eval mode)."""
     data = build_dataset(config.dataset)
-    model = build_model(config.model, data.dim).to(device)
+    model = build_model(config.model, data.dim, image_size(data)).to(device)
     objective = build_objective(
         config.objective, data, config.critic, config.trainer.grid_points, model=model
     ).to(device)
@@ -412,12 +453,15 @@ def run_title(config: C.TrainConfig) -> str:
 
 def run_figures(
     config: C.TrainConfig,
-    data: ToyData,
+    data: ToyData | ImageData,
     model: GenerativeModel,
     objective: Objective,
     device: torch.device,
-) -> RunFigures:
-    """The run's figures, drawn over the density the objective compares the model with."""
+) -> RunFigures | ImageFigures:
+    """The run's figures, drawn over the density the objective compares the model with (images:
+    sample grids and curves)."""
+    if isinstance(data, ImageData):
+        return ImageFigures(model, run_title(config), config.plot.samples, device)
     shown = displayed_data(data, objective)
     title = run_title(config)
     return RunFigures(shown, model, objective, title, config.plot.samples, config.plot.grid, device)
@@ -428,6 +472,14 @@ def evaluate_run(path: Path, options: C.EvalConfig) -> dict[str, Any]:
     config, state = load_run(path)
     device = resolve_device(options.device, "device")
     data, model, objective = restore(path, config, state, device)
+    if isinstance(data, ImageData):
+        return _evaluate_images(path, options, config, state, data, model, device)
+    if isinstance(options.critic, C.DCGANCriticConfig):
+        raise UserError(
+            "critic",
+            f"critic=dcgan is for images; this run's data are vectors (dataset="
+            f"{config.dataset.name}); use critic=mlp",
+        )
     splits = ToySplits(data, config.dataset.n_train, config.dataset.n_test, config.dataset.seed).to(
         device
     )
@@ -492,27 +544,117 @@ def evaluate_run(path: Path, options: C.EvalConfig) -> dict[str, Any]:
         with torch.no_grad():
             return model.sample(n, noise)
 
-    critics = {}
-    for name in settings.critic.divergences:
-        pi = settings.pis[0] if name == "js_pi" and settings.pis else None
-        try:
-            critics[name] = independent_critic(
-                name,
-                splits.test,
-                sample_model,
-                lambda: build_critic(options.critic, data.dim).to(device),
-                budget,
-                generator,
-                pi=pi,
-            )
-        except ValueError as err:
-            raise UserError("eval.critic.divergences", str(err)) from None
-    report["independent_critic"] = critics
+    report["independent_critic"] = _independent_critics(
+        settings,
+        splits.test,
+        sample_model,
+        lambda: build_critic(options.critic, data.dim).to(device),
+        budget,
+        generator,
+    )
 
     # modes and sample distances -----------------------------------------------------------------
     if isinstance(data, Mixture):
         report["modes"] = mode_metrics(samples, data)
     report["sample_distances"] = sample_distances(splits.test, samples, generator)
+    return report
+
+
+def _independent_critics(
+    settings: C.EvalOptions,
+    real: torch.Tensor,
+    sample_model: Any,
+    make_critic: Any,
+    budget: CriticBudget,
+    generator: torch.Generator,
+) -> dict[str, Any]:
+    """One independent critic per divergence of ``eval.critic.divergences`` (js_pi at the first
+    of ``eval.pis``), each trained from scratch on half of `real`."""
+    critics = {}
+    for name in settings.critic.divergences:
+        pi = settings.pis[0] if name == "js_pi" and settings.pis else None
+        try:
+            critics[name] = independent_critic(
+                name, real, sample_model, make_critic, budget, generator, pi=pi
+            )
+        except ValueError as err:
+            raise UserError("eval.critic.divergences", str(err)) from None
+    return critics
+
+
+def _image_critic(options: C.EvalConfig, config: C.TrainConfig) -> C.DCGANCriticConfig:
+    """The independent critic of an image run: critic=dcgan as given to eval, else the run's own
+    critic settings (without its EMA), else conf/critic/dcgan.yaml."""
+    if isinstance(options.critic, C.DCGANCriticConfig):
+        return options.critic
+    if isinstance(config.critic, C.DCGANCriticConfig):
+        return dataclasses.replace(config.critic, ema=0.0)
+    node = OmegaConf.load(str(files("gandiv.conf") / "critic" / "dcgan.yaml"))
+    return cast(C.DCGANCriticConfig, C.to_schema("critic", node, C.DCGANCriticConfig))
+
+
+def _evaluate_images(
+    path: Path,
+    options: C.EvalConfig,
+    config: C.TrainConfig,
+    state: dict[str, Any],
+    data: ImageData,
+    model: GenerativeModel,
+    device: torch.device,
+) -> dict[str, Any]:
+    """An image run's evaluation: the independent DCGAN critic on the test partition, and sample
+    grids (figures/eval_samples.png, figures/test_images.png). No density or ground truth exists."""
+    settings = options.eval
+    budget_of = settings.images
+    splits = ImageSplits(data.load(progress=True), device, on_device=False)
+    test = splits.test(budget_of.test_images)
+    if len(test) < 4:
+        raise UserError(
+            str(splits.data.layout.partition_file),
+            f"the test partition has {len(test)} images; evaluation needs at least 4",
+        )
+    generator = torch.Generator(device=device).manual_seed(options.seed)
+    critic_config = _image_critic(options, config)
+    report: dict[str, Any] = {
+        "step": int(state["step"]),
+        "n_test": len(test),
+        "heldout_nll": None,
+        "heldout_nll_reason": (
+            f"model={config.model.name} is an implicit generator: it has no density"
+        ),
+        "ground_truth": None,
+        "ground_truth_reason": f"no density is known for images (dataset={data.name})",
+        "independent_critic_architecture": {
+            k: v for k, v in dataclasses.asdict(critic_config).items() if k != "ema"
+        },
+    }
+    budget = CriticBudget(
+        steps=budget_of.steps,
+        batch_size=budget_of.batch_size,
+        lr=settings.critic.lr,
+        ema=settings.critic.ema,
+        gradient_penalty=settings.critic.gradient_penalty,
+        one_sided=settings.critic.one_sided,
+    )
+    report["independent_critic"] = _independent_critics(
+        settings,
+        test,
+        lambda n, noise: sample_in_chunks(model, n, noise),
+        lambda: build_critic(critic_config, data.dim, data.size).to(device),
+        budget,
+        generator,
+    )
+    report["sample_distances"] = None
+    report["sample_distances_reason"] = "pixel-space sample distances are not computed for images"
+    run = RunDirectory(path)
+    title = f"{run_title(config)} · step {report['step']}"
+    shown = sample_in_chunks(model, budget_of.grid, generator)
+    real = to_uint8_images(test[: budget_of.grid])
+    grids = {
+        "eval_samples": image_grid_figure(to_uint8_images(shown), 8, f"model samples · {title}"),
+        "test_images": image_grid_figure(real, 8, f"test partition · {data.name}"),
+    }
+    save_figures(run, grids)
     return report
 
 
@@ -584,7 +726,7 @@ def plot(cfg: DictConfig) -> None:
     config, state = load_run(run.path)
     device = torch.device("cpu")
     data, model, objective = restore(run.path, config, state, device)
-    if data.dim > 2:
+    if data.dim > 2 and not isinstance(data, ImageData):
         raise UserError(
             "run", f"figures are drawn for 1-D and 2-D data; this run's is {data.dim}-D"
         )

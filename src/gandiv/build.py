@@ -10,12 +10,13 @@ before anything is trained.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import torch
 from torch import nn
 
 from gandiv import config as C
+from gandiv.data.images import ImageData
 from gandiv.data.manifold import ICA, Circle, Line, random_mixing
 from gandiv.data.spread import SpreadNoise
 from gandiv.data.toy import Mixture, SwissRoll, ToyData, gaussian, grid25, ring8
@@ -23,6 +24,7 @@ from gandiv.divergences import DIVERGENCES, get_divergence
 from gandiv.errors import UserError
 from gandiv.models import CouplingFlow, GaussianModel, LinearGenerator, MLPCritic, MLPGenerator
 from gandiv.models.base import GenerativeModel, LatentGenerator
+from gandiv.models.dcgan import DCGANCritic, DCGANGenerator
 from gandiv.objectives.adversarial import VariationalDivergence
 from gandiv.objectives.base import Objective
 from gandiv.objectives.likelihood import Direct, ForwardKL, ReverseKL
@@ -36,6 +38,7 @@ MODEL_CLASSES: dict[str, type[GenerativeModel]] = {
     "flow": CouplingFlow,
     "mlp": MLPGenerator,
     "linear": LinearGenerator,
+    "dcgan": DCGANGenerator,
 }
 OBJECTIVE_CLASSES: dict[str, type[Objective]] = {
     "forward_kl": ForwardKL,
@@ -65,8 +68,19 @@ def _checked(group: str, make: Callable[[], T]) -> T:
         raise UserError(group, str(err)) from None
 
 
-def build_dataset(cfg: Any) -> ToyData:
-    """The toy distribution named by ``dataset.name``."""
+def build_dataset(cfg: Any) -> ToyData | ImageData:
+    """The toy distribution named by ``dataset.name``, or an image dataset (read when loaded)."""
+    if isinstance(cfg, C.CelebAConfig):
+        if cfg.size & (cfg.size - 1):
+            raise UserError(
+                "dataset.size", f"must be a power of two (the DCGAN shapes), got {cfg.size}"
+            )
+        on_device: Literal["auto"] | bool = (
+            "auto" if cfg.on_device == "auto" else (cfg.on_device == "true")
+        )
+        return ImageData(
+            cfg.name, cfg.root, cfg.crop, cfg.size, cfg.cache_dir, cfg.workers, on_device
+        )
     if isinstance(cfg, C.MixtureConfig):
         if (cfg.stds is None) == (cfg.covs is None):
             raise UserError(
@@ -99,8 +113,15 @@ def build_dataset(cfg: Any) -> ToyData:
     return named[cfg.name]()
 
 
-def build_model(cfg: Any, dim: int) -> GenerativeModel:
-    """The generative model named by ``model.name`` for data of dimension `dim`."""
+def build_model(cfg: Any, dim: int, image_size: int | None = None) -> GenerativeModel:
+    """The generative model named by ``model.name`` for data of dimension `dim` (images:
+    `image_size` × `image_size` RGB)."""
+    if isinstance(cfg, C.DCGANGeneratorConfig):
+        assert image_size is not None, "model=dcgan needs image data"
+        return _checked(
+            "model",
+            lambda: DCGANGenerator(cfg.latent_dim, cfg.width, image_size, 3, cfg.channels_last),
+        )
     if isinstance(cfg, C.GaussianModelConfig):
         return _checked("model", lambda: GaussianModel(dim, cfg.init_std, cfg.init_mean_std))
     if isinstance(cfg, C.FlowConfig):
@@ -115,15 +136,71 @@ def build_model(cfg: Any, dim: int) -> GenerativeModel:
     raise AssertionError(f"no builder for model {cfg.name}")  # pragma: no cover
 
 
-def build_critic(cfg: C.MLPCriticConfig, dim: int) -> nn.Module:
-    """The critic named by ``critic.name`` (used by adversarial objectives and evaluation)."""
+def build_critic(
+    cfg: C.MLPCriticConfig | C.DCGANCriticConfig, dim: int, image_size: int | None = None
+) -> nn.Module:
+    """The critic named by ``critic.name`` (used by adversarial objectives and evaluation); the
+    DCGAN critic is for `image_size` × `image_size` RGB images."""
+    if isinstance(cfg, C.DCGANCriticConfig):
+        assert image_size is not None, "critic=dcgan needs image data"
+        return _checked(
+            "critic",
+            lambda: DCGANCritic(
+                cfg.width, image_size, 3, cfg.batch_norm, cfg.spectral_norm, cfg.channels_last
+            ),
+        )
     return _checked(
         "critic", lambda: MLPCritic(dim, cfg.width, cfg.depth, cfg.activation, cfg.spectral_norm)
     )
 
 
-def check_combination(objective: Any, model: Any, data: ToyData, batch_size: int = 2) -> None:
+def check_images(objective: Any, model: Any, data: ToyData | ImageData, critic: Any) -> None:
+    """Refuse image models and critics on vector data, vector ones on images, and objectives
+    that images cannot have (they need densities, or are not wired for images yet)."""
+    cls = OBJECTIVE_CLASSES[objective.name]
+    images = isinstance(data, ImageData)
+    kind = f"dataset={data.name}" if isinstance(data, ImageData) else "vector (toy) data"
+    if images and (cls.needs_model_density or cls.needs_data_density):
+        raise UserError(
+            "objective",
+            f"objective={objective.name} needs densities, which {kind} images do not have; use "
+            "a sample-based objective: gan, ns_gan, logit_gan, reverse_kl_fgan, fgan, js_pi",
+        )
+    if images and objective.name in ("spread", "mmd"):
+        why = {
+            "spread": "needs an encoder, and gandiv has no convolutional encoder yet",
+            "mmd": "compares samples with Gaussian kernels, which are not set up for pixels",
+        }[objective.name]
+        raise UserError(
+            "objective",
+            f"objective={objective.name} {why}; on images use gan, ns_gan, logit_gan, "
+            "reverse_kl_fgan, fgan or js_pi",
+        )
+    if images != (model.name in C.IMAGE_MODELS):
+        allowed = C.IMAGE_MODELS if images else sorted(set(C.MODELS) - set(C.IMAGE_MODELS))
+        raise UserError(
+            "model",
+            f"model={model.name} {'is for vectors' if images else 'generates images'}, not "
+            f"{kind}; use model= one of: {', '.join(allowed)}",
+        )
+    if cls.uses_critic and critic is not None and images != (critic.name in C.IMAGE_CRITICS):
+        allowed = C.IMAGE_CRITICS if images else sorted(set(C.CRITICS) - set(C.IMAGE_CRITICS))
+        raise UserError(
+            "critic",
+            f"critic={critic.name} {'is for vectors' if images else 'is for images'}, not "
+            f"{kind}; use critic= one of: {', '.join(allowed)}",
+        )
+
+
+def check_combination(
+    objective: Any,
+    model: Any,
+    data: ToyData | ImageData,
+    batch_size: int = 2,
+    critic: Any = None,
+) -> None:
     """Refuse objective/model/data combinations that cannot work, before any training."""
+    check_images(objective, model, data, critic)
     cls = OBJECTIVE_CLASSES[objective.name]
     if (cls.needs_model_density or cls.needs_data_density) and data.degenerate:
         raise UserError(
@@ -173,13 +250,14 @@ def _spread_noise(cfg: Any) -> SpreadNoise:
 
 def build_objective(
     cfg: Any,
-    data: ToyData,
-    critic: C.MLPCriticConfig,
+    data: ToyData | ImageData,
+    critic: C.MLPCriticConfig | C.DCGANCriticConfig,
     grid_points: int | None,
     model: GenerativeModel | None = None,
 ) -> Objective:
     """The objective named by ``objective.name`` (with its critic, for adversarial ones, and its
     encoder for `spread`, which needs the built `model`)."""
+    image_size = data.size if isinstance(data, ImageData) else None
     if isinstance(cfg, C.SpreadConfig):
         if not isinstance(model, LatentGenerator):
             raise UserError("model", "objective=spread needs model=mlp or model=linear")
@@ -198,8 +276,10 @@ def build_objective(
     if cfg.name == "forward_kl":
         return ForwardKL()
     if cfg.name == "reverse_kl":
+        assert isinstance(data, ToyData)
         return ReverseKL(data)
     if isinstance(cfg, C.DirectConfig):
+        assert isinstance(data, ToyData)
         row = _checked("objective.divergence", lambda: get_divergence(cfg.divergence, cfg.pi))
         return Direct(data, row, grid_points)
     if isinstance(cfg, C.MMDConfig):
@@ -222,7 +302,7 @@ def build_objective(
         target = get_divergence(target_name) if target_name else None
     return VariationalDivergence(
         cfg.name,
-        build_critic(critic, data.dim),
+        build_critic(critic, data.dim, image_size),
         row,
         step,
         gradient_penalty=cfg.gradient_penalty,

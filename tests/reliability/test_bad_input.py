@@ -6,8 +6,6 @@ the working directory as it was: an existing finished run sits in the output roo
 target of `resume=`/`run=` entries), and the whole tree is hashed before and after.
 
 Placeholders in the arguments name directories made for the entry (see `BROKEN`).
-Not in the catalogue because the features do not exist yet: CelebA roots (missing, empty,
-corrupt images), image models on 2-D data and 2-D models on images.
 """
 
 from __future__ import annotations
@@ -26,6 +24,7 @@ from gandiv.config import ObjectiveConfig
 from gandiv.data.toy import gaussian
 from gandiv.errors import UserError
 
+from ..celeba_copy import make_copy, write_faces
 from ..conftest import digest, run_dirs
 from .conftest import copy_run
 
@@ -68,6 +67,22 @@ def _other_config(path: Path, runs: dict[str, Path]) -> Path:
     return path
 
 
+def _corrupt_celeba(path: Path, runs: dict[str, Path]) -> Path:
+    """A tiny CelebA copy with two unreadable images."""
+    images = make_copy(write_faces(path.with_name("faces")), path, "torchvision")
+    (images / "000003.jpg").write_bytes(b"not a jpeg")
+    (images / "000030.jpg").write_bytes(b"")
+    return path
+
+
+def _outside(path: Path, runs: dict[str, Path]) -> Path:
+    """A folder outside the hashed tree: a cache folder, where the build's lock file stays."""
+    return path.parent.with_name(f"{path.parent.name}-{path.name}")
+
+
+# CelebA image runs, tiny (the overrides before the ones an entry tests)
+CELEBA = ["dataset=celeba", "model=dcgan", "critic=dcgan", "objective=gan", "dataset.workers=0"]
+
 # Directories an entry can point at: {name} in its arguments.
 BROKEN: dict[str, Callable[[Path, dict[str, Path]], Path]] = {
     "empty": lambda path, runs: path.mkdir() or path,  # type: ignore[func-returns-value]
@@ -94,6 +109,8 @@ BROKEN: dict[str, Callable[[Path, dict[str, Path]], Path]] = {
     ),
     "bad_overrides": _copy(lambda run: (run / ".hydra" / "overrides.yaml").write_text("- [a\n")),
     "bad_config": _copy(lambda run: (run / ".hydra" / "config.yaml").write_text("a: [1\n")),
+    "celeba_corrupt": _corrupt_celeba,
+    "cache": _outside,
 }
 
 # (arguments, text the one line must contain: the key or file, and what is allowed)
@@ -249,6 +266,44 @@ CATALOGUE = [
         ["train", "dataset=gaussian", "dataset.mean=[0,0,0]"],
         "dataset: cov must have shape (d, d) = (3, 3) to match a 3-dimensional mean",
     ),
+    # CelebA: the copy missing, empty or corrupt; impossible settings
+    (["train", *CELEBA], "dataset.root: is required but has no value"),
+    (
+        ["train", *CELEBA, "dataset.root=no/celeba"],
+        "dataset.root: 'no/celeba' does not exist; expected 'no/celeba/celeba/img_align_celeba/"
+        "*.jpg' with 'list_eval_partition.txt' beside it (torchvision layout) or … (Kaggle "
+        "layout). gandiv never downloads CelebA",
+    ),
+    (
+        ["train", *CELEBA, "dataset.root={empty}"],
+        "dataset.root: no CelebA images under '{empty}': expected '{empty}/celeba/img_align_celeba",
+    ),
+    (
+        ["train", *CELEBA, "dataset.root={celeba_corrupt}", "dataset.cache_dir={cache}"],
+        "celeba_corrupt/celeba/img_align_celeba: 2 of 36 images are unreadable, corrupt or smaller "
+        "than the 140×140 crop (first: 000003.jpg (…), 000030.jpg (…)); replace them from a good",
+    ),
+    (["train", *CELEBA, "dataset.root=x", "dataset.size=48"], "dataset.size: must be a power of"),
+    (["train", *CELEBA, "dataset.root=x", "dataset.on_device=gpu"], "dataset.on_device: 'gpu'"),
+    (["train", *CELEBA, "dataset.root=x", "dataset.crop=0"], "dataset.crop: must be >= 1, got 0"),
+    # image networks on vector data, vector networks and density objectives on images
+    (["train", "model=dcgan", "objective=gan"], "model: model=dcgan generates images, not vector"),
+    (["train", "model=mlp", "objective=gan", "critic=dcgan"], "critic: critic=dcgan is for images"),
+    (
+        ["train", *CELEBA, "dataset.root=x", "model=mlp"],
+        "model: model=mlp is for vectors, not dataset=celeba; use model= one of: dcgan",
+    ),
+    (["train", *CELEBA, "dataset.root=x", "model=flow"], "model: model=flow is for vectors"),
+    (
+        ["train", *CELEBA, "dataset.root=x", "critic=mlp"],
+        "critic: critic=mlp is for vectors, not dataset=celeba; use critic= one of: dcgan",
+    ),
+    (
+        ["train", *CELEBA, "dataset.root=x", "objective=forward_kl"],
+        "objective: objective=forward_kl needs densities, which dataset=celeba images do not have",
+    ),
+    (["train", *CELEBA, "dataset.root=x", "objective=spread"], "objective=spread needs an enc"),
+    (["eval", "run={run}", "critic=dcgan"], "critic: critic=dcgan is for images; this run's data"),
     # resume= pointed at something it cannot continue
     (["train", "resume=does/not/exist"], "resume: 'does/not/exist' is not a directory"),
     (["train", "resume={file}"], "is not a directory; give a run directory to continue"),

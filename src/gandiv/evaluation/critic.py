@@ -42,8 +42,9 @@ from gandiv.divergences import DIVERGENCE_NAMES, FDivergence, get_divergence
 __all__ = ["WASSERSTEIN", "CriticBudget", "independent_critic"]
 
 WASSERSTEIN = "wasserstein"
-# Rows of the critic's evaluation pass at a time (bounds memory, not results).
-_EVAL_CHUNK = 65_536
+# Numbers (rows × features) of the critic's evaluation pass at a time (bounds memory, not
+# results): 65,536 rows of 2-D points, 1,365 64×64 RGB images.
+_EVAL_CHUNK = 1 << 24
 
 
 @dataclass(frozen=True)
@@ -84,16 +85,18 @@ def _gradient_penalty(
 ) -> Tensor:
     """E(‖∇V(x̃)‖ − 1)² at x̃ = εx + (1 − ε)x̂, ε ~ U(0, 1) (Gulrajani et al. 2017, eq. 3), or with
     `one_sided` E max(0, ‖∇V(x̃)‖ − 1)² (Petzka, Fischer & Lukovnicov 2018, eq. 8)."""
-    eps = torch.rand(len(real), 1, generator=generator, device=generator.device, dtype=real.dtype)
+    shape = (len(real),) + (1,) * (real.ndim - 1)  # one ε per point or image
+    eps = torch.rand(shape, generator=generator, device=generator.device, dtype=real.dtype)
     eps = eps.to(real.device)
     between = (eps * real + (1 - eps) * fake).requires_grad_(True)
     (grad,) = torch.autograd.grad(critic(between).sum(), between, create_graph=True)
-    excess = grad.norm(dim=1) - 1.0
+    excess = grad.flatten(1).norm(dim=1) - 1.0
     return (excess.clamp(min=0.0) if one_sided else excess).square().mean()
 
 
 def _critic_values(critic: nn.Module, x: Tensor) -> Tensor:
-    return torch.cat([critic(chunk) for chunk in x.split(_EVAL_CHUNK)])
+    rows = max(1, _EVAL_CHUNK // max(1, x[0].numel()))
+    return torch.cat([critic(chunk) for chunk in x.split(rows)])
 
 
 def _estimate(
@@ -133,9 +136,10 @@ def independent_critic(
     bound on the second half (Gulrajani, Raffel & Metz 2018; Im et al. 2018).
 
     `divergence`: any catalogue row (``get_divergence``; ``js_pi`` needs `pi`) or ``"wasserstein"``
-    (gradient-penalty critic, estimate E_p V − E_q V). `real`: held-out data (n, d), n ≥ 4, that
-    the model never saw. `sample_model(n, generator)`: n fresh model samples. `make_critic()`: a
-    new critic x (n, d) -> (n,), built under a seed drawn from `generator`.
+    (gradient-penalty critic, estimate E_p V − E_q V). `real`: held-out data (n, d), or images
+    (n, C, H, W), n ≥ 4, that the model never saw. `sample_model(n, generator)`: n fresh model
+    samples, shaped as `real`. `make_critic()`: a new critic x (n, ...) -> (n,), built under a
+    seed drawn from `generator`.
 
     Returns ``estimate`` (the EMA critic's bound on the held-out half vs as many fresh model
     samples), ``train_estimate`` (the same on the training half), ``stderr`` (of ``estimate``, from
@@ -147,8 +151,8 @@ def independent_critic(
             f"{WASSERSTEIN}"
         )
     row = None if divergence == WASSERSTEIN else get_divergence(divergence, pi)
-    if real.ndim != 2 or len(real) < 4:
-        raise ValueError(f"real must have shape (n, d) with n ≥ 4, got {tuple(real.shape)}")
+    if real.ndim < 2 or len(real) < 4:
+        raise ValueError(f"real must have shape (n, d, ...) with n ≥ 4, got {tuple(real.shape)}")
     critic = _fresh_critic(make_critic, generator).to(real.device)
     dtype = next(critic.parameters()).dtype
     real = real.detach().to(dtype)

@@ -117,7 +117,9 @@ class VariationalDivergence(Objective):
         loss = -bound
         if self.gradient_penalty > 0:
             (grad,) = torch.autograd.grad(v_real.sum(), both, create_graph=True)
-            loss = loss + 0.5 * self.gradient_penalty * grad[: len(real)].pow(2).sum(1).mean()
+            # ‖∇_x V(x)‖² sums over every non-batch dimension (the pixels of an image)
+            squared_norm = grad[: len(real)].pow(2).flatten(1).sum(1)
+            loss = loss + 0.5 * self.gradient_penalty * squared_norm.mean()
         return loss, {"critic_loss": loss.detach(), "bound": bound.detach()}
 
     def after_critic_step(self) -> None:

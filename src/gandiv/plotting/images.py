@@ -1,9 +1,13 @@
-"""Image grids: model samples of an image dataset as one mosaic."""
+"""Image grids: model samples of an image dataset as one mosaic, and an animation of them."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+
 import numpy as np
 from matplotlib.figure import Figure
+from PIL import Image, ImageDraw
 
 from gandiv.plotting.style import new_figure
 
@@ -41,3 +45,19 @@ def image_grid_figure(images: np.ndarray, nrow: int = 8, title: str = "") -> Fig
     ax.set_axis_off()
     ax.set_title(title)
     return fig
+
+
+def write_image_animation(
+    frames: Sequence[tuple[int, np.ndarray]], path: Path, nrow: int = 4, ms_per_frame: int = 400
+) -> None:
+    """A GIF of image grids, one per (step, images (n, H, W, C)) frame, each labelled with its
+    step in the corner."""
+    pictures = []
+    for step, images in frames:
+        mosaic = (image_grid(images, nrow) * 255).round().astype(np.uint8)
+        picture = Image.fromarray(mosaic)
+        ImageDraw.Draw(picture).text((PAD + 1, PAD), f"step {step}", fill=(255, 255, 0))
+        pictures.append(picture.convert("P", palette=Image.Palette.ADAPTIVE))
+    pictures[0].save(
+        path, format="GIF", save_all=True, append_images=pictures[1:], duration=ms_per_frame, loop=0
+    )

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from gandiv.data.images import to_uint8_images
 from gandiv.data.toy import ToyData
 from gandiv.models.base import GenerativeModel
 from gandiv.objectives.base import Objective
@@ -28,6 +29,7 @@ from gandiv.plotting.critic import critic_curve_figure, critic_figure
 from gandiv.plotting.curves import curves_figure
 from gandiv.plotting.density import density_curve_figure, density_figure
 from gandiv.plotting.gradients import gradient_curve_figure, gradient_field_figure
+from gandiv.plotting.images import image_grid_figure, write_image_animation
 from gandiv.plotting.style import Extent
 from gandiv.training.run_dir import RunDirectory, atomic_write_bytes
 
@@ -37,6 +39,18 @@ logging.getLogger("matplotlib.animation").setLevel(logging.WARNING)  # not one l
 LATENT_SEED = 7_777
 REAL_SEED = 8_888
 DPI = 100
+
+
+def save_figures(run: RunDirectory, figures: Mapping[str, Figure]) -> list[Path]:
+    """Save each figure as ``figures/NAME.png`` in the run directory; return the paths."""
+    written = []
+    for name, figure in figures.items():
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=DPI)
+        path = run.path / "figures" / f"{name}.png"
+        atomic_write_bytes(path, buffer.getvalue())
+        written.append(path)
+    return written
 
 
 class RunFigures:
@@ -166,13 +180,7 @@ class RunFigures:
         self, run: RunDirectory, step: int, records: Sequence[Mapping[str, Any]], final: bool
     ) -> list[Path]:
         """Save every figure into ``figures/`` (and, at the end, the animation)."""
-        written = []
-        for name, figure in self.figures(step, records).items():
-            buffer = io.BytesIO()
-            figure.savefig(buffer, format="png", dpi=DPI)
-            path = run.path / "figures" / f"{name}.png"
-            atomic_write_bytes(path, buffer.getvalue())
-            written.append(path)
+        written = save_figures(run, self.figures(step, records))
         if final and len(self.frames) > 1:
             written += self._write_animation(run.path)
         return written
@@ -214,4 +222,67 @@ class RunFigures:
             for step, samples, d in zip(
                 state["steps"], state["samples"], state["directions"], strict=True
             )
+        ]
+
+
+class ImageFigures:
+    """Figures of one image run, with `RunFigures`' interface: ``figures/samples.png`` (a grid of
+    model samples from a fixed z), ``figures/curves.png`` and, with frames, ``animation.gif`` (the
+    first `FRAME_IMAGES` of those samples at each frame step). Frames are kept as uint8 images,
+    so they travel in checkpoints cheaply."""
+
+    FRAME_IMAGES = 16
+    NROW = 8
+
+    def __init__(
+        self, model: GenerativeModel, title: str, samples: int, device: torch.device
+    ) -> None:
+        self.model, self.title, self.device = model, title, device
+        self.n = min(samples, 64)
+        self.frames: list[tuple[int, np.ndarray]] = []
+
+    def _samples(self, n: int) -> np.ndarray:
+        """`n` model samples from the fixed z as uint8 (n, H, W, 3), drawn in evaluation mode
+        (BatchNorm's running statistics stay as training left them)."""
+        training = self.model.training
+        self.model.eval()
+        try:
+            noise = torch.Generator(device=self.device).manual_seed(LATENT_SEED)
+            with torch.no_grad():
+                return to_uint8_images(self.model.sample(n, noise))
+        finally:
+            self.model.train(training)
+
+    def frame(self, step: int) -> None:
+        self.frames.append((step, self._samples(self.FRAME_IMAGES)))
+
+    def figures(self, step: int, records: Sequence[Mapping[str, Any]]) -> dict[str, Figure]:
+        title = f"{self.title} · step {step}"
+        out = {"samples": image_grid_figure(self._samples(self.n), self.NROW, title)}
+        if records:
+            out["curves"] = curves_figure(records, self.title)
+        return out
+
+    def write(
+        self, run: RunDirectory, step: int, records: Sequence[Mapping[str, Any]], final: bool
+    ) -> list[Path]:
+        written = save_figures(run, self.figures(step, records))
+        if final and len(self.frames) > 1:
+            gif = run.path / "animation.gif"
+            temporary = gif.with_name(".animation.tmp.gif")
+            write_image_animation(self.frames, temporary)
+            os.replace(temporary, gif)
+            written.append(gif)
+        return written
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "steps": [step for step, _ in self.frames],
+            "images": [torch.from_numpy(images) for _, images in self.frames],
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.frames = [
+            (step, images.numpy())
+            for step, images in zip(state["steps"], state["images"], strict=True)
         ]

@@ -1,0 +1,85 @@
+"""Image datasets for training and evaluation: CelebA behind the toy datasets' interfaces.
+
+`ImageData` stands where a `ToyData` does when the data are images (`dim`, `has_density`,
+`degenerate`), and reads the CelebA copy only when `load` is called, so that a refused
+combination never decodes a dataset. `ImageSplits` gives the training loop the `ToySplits`
+interface: ``batch(n, generator)`` draws from the train partition, and the test partition is
+there for evaluation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from gandiv.data.celeba import CelebA, ImageSampler, load_celeba
+
+CHANNELS = 3
+
+
+def to_uint8_images(x: Tensor) -> np.ndarray:
+    """Images (n, C, H, W) or flattened (n, C·H·W) in [−1, 1] → uint8 (n, H, W, C) for saving."""
+    n = len(x)
+    side = math.isqrt(x[0].numel() // CHANNELS)
+    pixels = x.detach().float().reshape(n, CHANNELS, side, side).permute(0, 2, 3, 1)
+    return pixels.add(1.0).mul(127.5).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
+
+
+@dataclass
+class ImageData:
+    """A CelebA copy as a dataset: no density is known, samples are (3, size, size) images."""
+
+    name: str
+    root: str
+    crop: int
+    size: int
+    cache_dir: str | None
+    workers: int | None
+    on_device: Literal["auto"] | bool
+    has_density: bool = False
+    degenerate: bool = False
+
+    @property
+    def dim(self) -> int:
+        """The flattened image size 3·size²."""
+        return CHANNELS * self.size * self.size
+
+    def load(self, progress: bool = True) -> CelebA:
+        """The decoded copy (building its cache the first time; UserError for a bad copy)."""
+        return load_celeba(
+            self.root, self.crop, self.size, self.cache_dir, self.workers, progress=progress
+        )
+
+
+class ImageSplits:
+    """Training batches from the train partition; the test partition for evaluation.
+
+    ``batch(n, generator)`` is `ToySplits.batch`: n images (n, 3, H, W) in [−1, 1], drawn with
+    replacement using `generator` (give one on `images_device`).
+    """
+
+    def __init__(
+        self, data: CelebA, device: torch.device, on_device: Literal["auto"] | bool = "auto"
+    ) -> None:
+        self.data = data
+        self.train = ImageSampler(data.split("train"), device, on_device)
+        self.test_images = data.split("test")
+        self.device = device
+
+    @property
+    def images_device(self) -> torch.device:
+        return self.train.images_device
+
+    def batch(self, n: int, generator: torch.Generator) -> Tensor:
+        return self.train.batch(n, generator)
+
+    def test(self, limit: int | None = None) -> Tensor:
+        """The first `limit` (None: all) test images as float (n, 3, H, W) in [−1, 1]."""
+        images = self.test_images if limit is None else self.test_images[:limit]
+        sampler = ImageSampler(images, self.device, on_device=False)
+        return torch.cat(list(sampler.batches(4096)))

@@ -1,0 +1,210 @@
+"""`gandiv train` and `gandiv eval` on images: DCGAN runs on a tiny generated CelebA copy (CPU)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from gandiv.divergences import get_divergence
+from gandiv.objectives.adversarial import VariationalDivergence
+
+from .celeba_copy import COUNTS, make_copy, write_faces
+from .conftest import only_run, read_json
+
+SIZE = 16  # tiny images (a 16×16 DCGAN: two stride-2 layers) so that runs take seconds
+
+
+@pytest.fixture(scope="module")
+def copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tiny torchvision-layout copy, its cache built by the first run and reused after."""
+    root = tmp_path_factory.mktemp("celeba")
+    make_copy(write_faces(root / "faces"), root / "data", "torchvision")
+    return root / "data"
+
+
+def images(root: Path, *extra: str) -> list[str]:
+    """Overrides of a tiny DCGAN image run (cache beside the copy, decoded in-process)."""
+    return [
+        "dataset=celeba",
+        f"dataset.root={root}",
+        f"dataset.size={SIZE}",
+        "dataset.crop=100",
+        "dataset.workers=0",
+        "model=dcgan",
+        "model.width=8",
+        "model.latent_dim=16",
+        "critic=dcgan",
+        "critic.width=8",
+        "trainer.batch_size=8",
+        "trainer.lr=0.0002",
+        "trainer.betas=[0.5,0.999]",
+        "trainer.log_every=5",
+        "trainer.num_samples=100",
+        *extra,
+    ]
+
+
+EVAL_TINY = ["eval.images.steps=5", "eval.images.batch_size=8", "eval.images.grid=16"]
+
+
+def test_a_dcgan_run_writes_its_directory_and_evaluates(gandiv, tmp_path: Path, copy: Path):
+    started = time.perf_counter()
+    result = gandiv("train", *images(copy, "objective=ns_gan", "trainer.steps=20", "plot.every=10"))
+    train_s = time.perf_counter() - started
+    assert result.code == 0, result.err
+    run = only_run(tmp_path)
+    for name in (
+        ".hydra/config.yaml",
+        "train.log",
+        "metrics.jsonl",
+        "summary.json",
+        "checkpoints/last.pt",
+        "figures/samples.png",
+        "figures/curves.png",
+        "animation.gif",
+        "samples.npy",
+    ):
+        assert (run / name).is_file(), name
+    assert sorted(p.name for p in (run / "figures").iterdir()) == ["curves.png", "samples.png"]
+    summary = read_json(run / "summary.json")
+    assert summary["status"] == "completed" and summary["steps"] == 20
+    assert summary["model"] == "dcgan" and summary["params"] == {}
+    assert np.isfinite([summary["loss"], summary["critic_loss"], summary["bound"]]).all()
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [5, 10, 15, 20]
+    assert not any("kl_pq" in r for r in records)  # no ground truth exists for images
+    samples = np.load(run / "samples.npy")
+    assert samples.shape == (64, SIZE, SIZE, 3) and samples.dtype == np.uint8  # capped at 64
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert state["figures"]["steps"] == [0, 10, 20]
+
+    started = time.perf_counter()
+    result = gandiv("eval", f"run={run}", *EVAL_TINY)
+    eval_s = time.perf_counter() - started
+    assert result.code == 0, result.err
+    report = read_json(run / "eval.json")
+    assert report["n_test"] == COUNTS["test"]
+    assert report["heldout_nll"] is None and "no density" in report["heldout_nll_reason"]
+    assert report["ground_truth"] is None
+    assert report["independent_critic_architecture"]["name"] == "dcgan"
+    assert report["independent_critic_architecture"]["width"] == 8  # the run's critic
+    for name in ("js", "kl"):
+        critic = report["independent_critic"][name]
+        assert np.isfinite(critic["estimate"]) and critic["steps"] == 5
+    for name in ("eval_samples.png", "test_images.png"):
+        assert (run / "figures" / name).stat().st_size > 0
+
+    result = gandiv("plot", f"run={run}")  # redraws the image figures from the checkpoint
+    assert result.code == 0, result.err
+    print(f"\n20-step {SIZE}×{SIZE} DCGAN run: train {train_s:.2f} s, eval {eval_s:.2f} s")
+
+
+@pytest.mark.parametrize(
+    "objective",
+    [
+        ["objective=gan"],
+        ["objective=logit_gan"],
+        ["objective=fgan", "objective.divergence=kl"],
+        ["objective=js_pi", "objective.pi=0.2", "objective.gradient_penalty=1.0"],
+        pytest.param(["objective=reverse_kl_fgan"], marks=pytest.mark.slow),
+        pytest.param(
+            ["objective=fgan", "objective.divergence=pearson", "critic.spectral_norm=true"],
+            marks=pytest.mark.slow,
+        ),
+    ],
+    ids=lambda args: " ".join(args),
+)
+def test_every_sample_based_objective_trains_on_images(
+    gandiv, tmp_path: Path, copy: Path, objective: list[str]
+):
+    args = images(copy, *objective, "trainer.steps=3", "plot.every=0")
+    result = gandiv("train", *args)
+    assert result.code == 0, result.err
+    summary = read_json(only_run(tmp_path) / "summary.json")
+    assert summary["status"] == "completed" and np.isfinite(summary["loss"])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["model=mlp"], "model: model=mlp is for vectors, not dataset=celeba; use model= one"),
+        (["critic=mlp"], "critic: critic=mlp is for vectors, not dataset=celeba; use critic="),
+        (["objective=forward_kl"], "objective: objective=forward_kl needs densities, which"),
+        (["objective=reverse_kl"], "objective: objective=reverse_kl needs densities"),
+        (["objective=direct"], "objective: objective=direct needs densities"),
+        (["objective=spread"], "objective=spread needs an encoder, and gandiv has no conv"),
+        (["objective=mmd"], "objective: objective=mmd compares samples with Gaussian kernels"),
+        (["dataset.size=48"], "dataset.size: must be a power of two (the DCGAN shapes), got 48"),
+    ],
+    ids=lambda v: " ".join(v) if isinstance(v, list) else "",
+)
+def test_impossible_image_combinations_are_refused(
+    gandiv, tmp_path: Path, copy: Path, args: list[str], message: str
+):
+    result = gandiv("train", *images(copy, "objective=gan"), *args)
+    assert result.code == 2
+    assert result.err.count("\n") == 1 and message in result.err, result.err
+    assert not (tmp_path / "outputs").exists() or not any((tmp_path / "outputs").rglob("*.pt"))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["model=dcgan", "objective=gan"], "model: model=dcgan generates images, not vector"),
+        (["model=mlp", "objective=gan", "critic=dcgan"], "critic: critic=dcgan is for images"),
+    ],
+)
+def test_image_networks_are_refused_on_vector_data(gandiv, args: list[str], message: str):
+    result = gandiv("train", *args)
+    assert result.code == 2 and result.err.count("\n") == 1 and message in result.err
+
+
+class _Linear(nn.Module):
+    """V(x) = ⟨w, x⟩ over every pixel: ∇_x V = w, so the R1 penalty is γ/2 ‖w‖²."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(shape, generator=torch.Generator().manual_seed(0)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x * self.w).flatten(1).sum(1)
+
+
+def test_the_r1_penalty_sums_over_every_pixel_of_an_image():
+    shape = (3, 4, 4)
+    gamma = 2.0
+    critic = _Linear(shape)
+    model = type("M", (), {"sample": lambda self, n, g: torch.zeros(n, *shape)})()
+    batch = torch.randn(5, *shape, generator=torch.Generator().manual_seed(1))
+    plain = VariationalDivergence("gan", critic, get_divergence("gan"), "nonsaturating")
+    penalised = VariationalDivergence(
+        "gan", critic, get_divergence("gan"), "nonsaturating", gradient_penalty=gamma
+    )
+    generator = torch.Generator().manual_seed(2)
+    without, _ = plain.critic_loss(model, batch, generator)  # type: ignore[arg-type]
+    with_r1, _ = penalised.critic_loss(model, batch, generator)  # type: ignore[arg-type]
+    expected = 0.5 * gamma * critic.w.detach().pow(2).sum()
+    torch.testing.assert_close(with_r1 - without, expected)
+
+
+def test_the_image_options_compose_validate_and_build():
+    from hydra import compose, initialize_config_module
+
+    from gandiv import config as C
+    from gandiv.build import build_critic, build_dataset, build_model, check_combination
+
+    overrides = ["dataset=celeba", "dataset.root=x", "model=dcgan", "critic=dcgan", "objective=gan"]
+    with initialize_config_module("gandiv.conf", version_base="1.3"):
+        cfg = C.validate_train_config(compose("train", overrides=overrides))
+    data = build_dataset(cfg.dataset)  # the copy is read only when loaded
+    check_combination(cfg.objective, cfg.model, data, critic=cfg.critic)
+    model = build_model(cfg.model, data.dim, 64)
+    x = model.sample(2, torch.Generator().manual_seed(0))
+    assert x.shape == (2, 3, 64, 64) and data.dim == 3 * 64 * 64
+    assert build_critic(cfg.critic, data.dim, 64)(x).shape == (2,)
