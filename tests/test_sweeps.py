@@ -18,7 +18,7 @@ import torch
 from gandiv import cli
 from gandiv.training.run_dir import RunDirectory
 
-from .conftest import TINY, metrics_without_time, read_json, run_cli
+from .conftest import TINY, metrics_without_time, only_run, read_json, run_cli
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -352,3 +352,52 @@ def test_joblib_sweep_runs_its_jobs_in_worker_processes_and_isolates_a_failing_o
         summary = read_json(root / job / "summary.json")
         assert summary["status"] == "completed" and summary["steps"] == 40
     assert rows[0]["kl_pq"] == str(read_json(root / "0" / "summary.json")["kl_pq"])
+
+
+def test_sigterm_stops_the_whole_sweep_with_its_exit_code(gandiv, tmp_path):
+    args = ["trainer.steps=3000", "trainer.log_every=10", "plot.every=0", "hydra.sweep.dir=sw"]
+    thread = _send_when_training(tmp_path / "sw" / "0" / "metrics.jsonl", signal.SIGTERM)
+    result = gandiv("train", "-m", "trainer.seed=0,1", *args)
+    thread.join()
+    assert result.code == 143, result.err
+    assert read_json(tmp_path / "sw" / "0" / "summary.json")["status"] == "interrupted"
+    assert not (tmp_path / "sw" / "1").exists()  # the next job never started
+
+
+def test_a_sweep_run_again_into_its_directory_keeps_the_completed_jobs(gandiv, tmp_path):
+    args = ["trainer.seed=0,1", "hydra.sweep.dir=sw", "plot.every=0", *TINY]
+    assert gandiv("train", "-m", *args).code == 0
+    kept = {p: p.read_bytes() for p in (tmp_path / "sw").glob("*/*") if p.is_file()}
+    kept = {p: b for p, b in kept.items() if p.name in ("metrics.jsonl", "summary.json")}
+    result = gandiv("train", "-m", *args)
+    assert result.code == 0, result.err
+    assert "this job already completed; kept as it is" in (tmp_path / "sw/1/train.log").read_text()
+    assert len(kept) == 4 and all(p.read_bytes() == b for p, b in kept.items())
+    assert [r["status"] for r in _rows(tmp_path / "sw" / "sweep.csv")] == ["ok", "ok"]
+
+
+def test_a_spread_sweep_tabulates_and_draws_the_spread_ground_truth(gandiv, tmp_path):
+    result = gandiv(
+        "train",
+        "-m",
+        "dataset=line",
+        "model=linear",
+        "objective=spread",
+        "objective.sigma=0.2,0.4",
+        "hydra.sweep.dir=sw",
+        "plot.every=0",
+        *TINY,
+    )
+    assert result.code == 0, result.err
+    rows = _rows(tmp_path / "sw" / "sweep.csv")
+    for row in rows:
+        summary = read_json(tmp_path / "sw" / row["job"] / "summary.json")
+        assert float(row["spread_kl_pq"]) == summary["spread_kl_pq"] > 0
+    assert (tmp_path / "sw" / "sweep.png").stat().st_size > 10_000
+
+
+def test_instance_noise_options_without_noise_are_reported_as_ignored(gandiv, tmp_path):
+    result = gandiv("train", "objective=gan", "model=mlp", "objective.sigma=0.5", *TINY)
+    assert result.code == 0, result.err
+    log = (only_run(tmp_path) / "train.log").read_text()
+    assert "ignored: objective.sigma=0.5 (objective.noise=none adds no instance noise" in log

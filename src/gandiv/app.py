@@ -156,6 +156,10 @@ def _discard_unused(run: RunDirectory) -> None:
         shutil.rmtree(run.path, ignore_errors=True)
 
 
+# The instance-noise options of the adversarial objectives, used only with objective.noise set.
+NOISE_KEYS = ("sigma", "sigma_start", "anneal_steps", "samples")
+
+
 def model_parameters(model: GenerativeModel) -> dict[str, Any]:
     """Fitted parameters worth reading directly (the Gaussian's mean and covariance)."""
     if isinstance(model, GaussianModel):
@@ -212,9 +216,14 @@ def _prepare_training(cfg: DictConfig, run: RunDirectory, multirun: bool) -> Any
 
     state = None
     # A sweep's job that finds its own checkpoint was requeued (preempted or timed out under a
-    # scheduler, e.g. submitit): it continues exactly where it stopped.
+    # scheduler, e.g. submitit), or its sweep is run again into the same hydra.sweep.dir: it
+    # continues exactly where it stopped; one that had already completed is kept as it is.
     if config.resume is not None or (multirun and run.checkpoint_path.is_file()):
         state = run.load_checkpoint()
+        done = _status(run) == "completed" and int(state["step"]) == trainer.steps
+        if config.resume is None and done and not _differences(state["config"], plain):
+            log.info("%s: this job already completed; kept as it is", run.path)
+            return lambda: None
         _check_resumable(run, state, plain, trainer.steps)
 
     data = build_dataset(config.dataset)
@@ -270,6 +279,14 @@ def _prepare_training(cfg: DictConfig, run: RunDirectory, multirun: bool) -> Any
     if unused and not OBJECTIVE_CLASSES[config.objective.name].uses_critic:
         log.warning(
             "ignored: %s (objective=%s trains no critic)", " ".join(unused), config.objective.name
+        )
+    noise_keys = tuple(f"objective.{k}=" for k in NOISE_KEYS)
+    unused = [o for o in _job_overrides() if o.lstrip("+~").startswith(noise_keys)]
+    if unused and getattr(config.objective, "noise", None) == "none":
+        log.warning(
+            "ignored: %s (objective.noise=none adds no instance noise; set "
+            "objective.noise=gaussian or laplace)",
+            " ".join(unused),
         )
 
     if state is not None:  # accepted: record the extended config in the run's own .hydra/

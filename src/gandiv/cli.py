@@ -120,6 +120,9 @@ def _train_app(cfg: DictConfig) -> None:
     # failed jobs and gandiv exits non-zero (see gandiv.sweep.SweepSummary).
     try:
         train(cfg)
+    except Interrupted:  # Ctrl-C or SIGTERM stops the whole sweep (the job saved its checkpoint):
+        with _reported("train"):  # as SystemExit, which Hydra's launchers let through
+            raise
     except (UserError, NumericalError) as err:
         sys.stderr.write(f"gandiv train: job {hydra_cfg.job.num} failed: {err}\n")
     except Exception:  # a bug: the traceback is in the job's train.log, the sweep goes on

@@ -28,7 +28,24 @@ from gandiv.errors import EXIT_CRASH, FAILED_JOBS
 from gandiv.plotting.curves import sweep_figure
 from gandiv.training.run_dir import atomic_write_bytes
 
-METRICS = ("steps", "loss", "kl_pq", "kl_qp", "js", "objective_divergence", "steps_per_s")
+# The final values of summary.json a sweep's table carries (those a run has), and those its
+# figure draws: ground truth on the data (kl_*, js), on the spread densities (spread_*: for
+# objective=spread and instance noise), and the ICA Amari distance.
+METRICS = (
+    "steps",
+    "loss",
+    "kl_pq",
+    "kl_qp",
+    "js",
+    "objective_divergence",
+    "spread_kl_pq",
+    "spread_kl_qp",
+    "spread_js",
+    "spread_objective_divergence",
+    "amari_distance",
+    "steps_per_s",
+)
+DRAWN = ("kl_pq", "kl_qp", "js", "spread_kl_pq", "spread_kl_qp", "spread_js", "amari_distance")
 SEED = "trainer.seed"
 # What a sweep's root may hold once summarised.
 SUMMARY_FILES = ("sweep.csv", "seeds.csv", "table.csv", "table.md", "sweep.png")
@@ -200,7 +217,7 @@ def write_sweep_summary(root: Path) -> list[dict[str, Any]]:
         atomic_write_bytes(root / "table.csv", csv_text(table).encode())
         atomic_write_bytes(root / "table.md", _markdown(table).encode())
     x_key, group_keys = swept_keys(rows)
-    metrics = [m for m in ("kl_pq", "kl_qp", "js") if any(m in r for r in rows)]
+    metrics = [m for m in DRAWN if any(m in r for r in rows)]
     if x_key is not None and metrics:
         objectives = {str(r.get("objective", "")) for r in rows} - {""}
         what = f"{objectives.pop()} sweep" if len(objectives) == 1 else "sweep"

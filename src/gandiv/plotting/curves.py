@@ -137,7 +137,8 @@ def sweep_figure(
         label = METRIC_LABELS.get(metric, metric)
         ax.set_title(label)
         ax.set_xlabel(x_key)
-        ax.set_ylabel(f"{label} (nats)" if metric in DIVERGENCE_KEYS else label)
+        nats = metric in DIVERGENCE_KEYS or metric.startswith("spread_")
+        ax.set_ylabel(f"{label} (nats)" if nats else label)
     if group_keys:
         handles = [
             Line2D([], [], color=colour, marker="o", linewidth=1.6, label=labels[name])

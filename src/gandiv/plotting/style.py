@@ -46,6 +46,10 @@ METRIC_LABELS = {
     "kl_qp": "KL(Q‖P)",
     "js": "JS(P‖Q)",
     "objective_divergence": "objective's divergence",
+    "spread_kl_pq": "KL(P̃‖Q̃)",
+    "spread_kl_qp": "KL(Q̃‖P̃)",
+    "spread_js": "JS(P̃‖Q̃)",
+    "amari_distance": "Amari distance",
 }
 METRIC_COLOURS = {
     "loss": "0.1",
