@@ -104,8 +104,10 @@ def _check_pi_trend(rows: list[dict[str, str]]) -> None:
     rows = sorted(rows, key=lambda r: float(r["objective.pi"]))
     kl_pq = [float(r["kl_pq"]) for r in rows]
     kl_qp = [float(r["kl_qp"]) for r in rows]
+    # fits that sit on one mode differ by estimation noise in their width, to which KL(P‖Q)
+    # (large there) is proportionally sensitive: 5 % of it, at least 0.05
     noise = 0.05
-    assert all(b >= a - noise for a, b in itertools.pairwise(kl_pq)), kl_pq
+    assert all(b >= a - max(noise, 0.05 * a) for a, b in itertools.pairwise(kl_pq)), kl_pq
     assert all(b <= a + noise for a, b in itertools.pairwise(kl_qp)), kl_qp
     assert kl_pq[-1] > kl_pq[0] + 1 and kl_qp[-1] < kl_qp[0] - 0.5  # it really moved
 
