@@ -348,8 +348,7 @@ def _prepare_training(cfg: DictConfig, run: RunDirectory, multirun: bool) -> Any
         try:
             result = train_loop(
                 run=run,
-                # the loop draws batches only: ImageSplits has ToySplits' batch(n, generator)
-                splits=cast(ToySplits, splits),
+                splits=splits,
                 model=model,
                 objective=objective,
                 optimizer=optimizer,
@@ -365,8 +364,7 @@ def _prepare_training(cfg: DictConfig, run: RunDirectory, multirun: bool) -> Any
                     config.plot.every,
                     config.plot.figures_every,
                 ),
-                # ImageFigures has RunFigures' frame/write/state_dict/load_state_dict
-                figures=cast(RunFigures | None, figures),
+                figures=figures,
                 evaluate=evaluate if measured else None,
                 config=plain,
                 resume_from=state,

@@ -212,7 +212,10 @@ def check_combination(
         )
     if cls.needs_generator and not issubclass(MODEL_CLASSES[model.name], LatentGenerator):
         generators = ", ".join(
-            name for name, c in MODEL_CLASSES.items() if issubclass(c, LatentGenerator)
+            name
+            for name, c in MODEL_CLASSES.items()
+            if issubclass(c, LatentGenerator)
+            and (name in C.IMAGE_MODELS) == isinstance(data, ImageData)
         )
         raise UserError(
             "model",
@@ -259,8 +262,7 @@ def build_objective(
     encoder for `spread`, which needs the built `model`)."""
     image_size = data.size if isinstance(data, ImageData) else None
     if isinstance(cfg, C.SpreadConfig):
-        if not isinstance(model, LatentGenerator):
-            raise UserError("model", "objective=spread needs model=mlp or model=linear")
+        assert isinstance(model, LatentGenerator), "check_combination admits generators only"
         return _checked(
             "objective",
             lambda: SpreadKL(

@@ -226,6 +226,11 @@ CATALOGUE = [
         "objective: direct is undefined on this dataset: … use objective=spread, a sample-based",
     ),
     (["train", "objective=spread", "objective.sigma=-1"], "objective.sigma: must be > 0.0, got -1"),
+    (
+        ["train", "dataset=line", "objective=spread", "model=gaussian"],
+        "model: objective=spread trains a deterministic generator x = G(z) with an encoder, but "
+        "model=gaussian is not one; use model= one of: mlp, linear",
+    ),
     (["train", "objective=gan", "objective.sigma=-1"], "objective.sigma: must be > 0.0, got -1"),
     (
         ["train", "objective=spread", "objective.noise=cauchy"],

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -77,6 +77,13 @@ class ImageSplits:
 
     def batch(self, n: int, generator: torch.Generator) -> Tensor:
         return self.train.batch(n, generator)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Nothing beyond the generator's state: each batch is drawn whole with it."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
 
     def test(self, limit: int | None = None) -> Tensor:
         """The first `limit` (None: all) test images as float (n, 3, H, W) in [−1, 1]."""

@@ -62,5 +62,5 @@ class ToySplits:
         return {"pending": None if self.pending is None else self.pending.clone()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        pending = state["pending"]
+        pending = state.get("pending")
         self.pending = None if pending is None else pending.to(self.test.device)

@@ -42,10 +42,16 @@ _CHUNK_ELEMENTS = 1 << 22
 _SQRT2 = math.sqrt(2.0)
 
 
-def laplace_sample(shape: tuple[int, ...], scale: float, generator: torch.Generator) -> Tensor:
-    """Independent Laplace(0, scale) draws by the inverse CDF, float64 on ``generator.device``."""
-    u = torch.rand(shape, generator=generator, device=generator.device, dtype=torch.float64) - 0.5
-    u = u.clamp(-0.5 + 1e-16, 0.5 - 1e-16)  # rand may return 0 exactly: log1p(−1) = −inf
+def laplace_sample(
+    shape: tuple[int, ...],
+    scale: float,
+    generator: torch.Generator,
+    dtype: torch.dtype = torch.float64,
+) -> Tensor:
+    """Independent Laplace(0, scale) draws by the inverse CDF, on ``generator.device``."""
+    u = torch.rand(shape, generator=generator, device=generator.device, dtype=dtype) - 0.5
+    tiny = torch.finfo(dtype).eps  # rand may return 0 exactly: log1p(−1) = −inf
+    u = u.clamp(-0.5 + tiny, 0.5 - tiny)
     return -scale * u.sign() * torch.log1p(-2.0 * u.abs())
 
 
@@ -78,14 +84,27 @@ class SpreadKernel:
         """b = σ/√2 (the Laplace kernel's scale)."""
         return self.sigma / _SQRT2
 
-    def sample(self, shape: tuple[int, ...], generator: torch.Generator) -> Tensor:
-        """Noise of the given shape (float64, on ``generator.device``)."""
+    def sample(
+        self, shape: tuple[int, ...], generator: torch.Generator, dtype: torch.dtype = torch.float64
+    ) -> Tensor:
+        """Noise of the given shape (on ``generator.device``)."""
         if self.kind == "gaussian":
-            eps = torch.randn(
-                shape, generator=generator, device=generator.device, dtype=torch.float64
-            )
+            eps = torch.randn(shape, generator=generator, device=generator.device, dtype=dtype)
             return self.sigma * eps
-        return laplace_sample(shape, self.laplace_scale, generator)
+        return laplace_sample(shape, self.laplace_scale, generator, dtype)
+
+    def add_noise(
+        self,
+        x: Tensor,
+        generator: torch.Generator,
+        copies: int = 1,
+        dtype: torch.dtype | None = None,
+    ) -> Tensor:
+        """`copies` noisy copies x + ε of each row of x; the noise is drawn in `dtype` (default:
+        x's own, with no float64 detour: instance noise on image batches) and added in x's."""
+        if copies > 1:
+            x = x.repeat_interleave(copies, dim=0)
+        return x + self.sample(tuple(x.shape), generator, dtype or x.dtype).to(x)
 
     def log_prob(self, d: Tensor, width: float = 0.0) -> Tensor:
         """log (K * N(0, width² I))(d), summed over the last dimension of the offsets `d`.

@@ -84,8 +84,9 @@ class SpreadModel(GenerativeModel):
         return model.generate(z.to(like)).double(), log_w
 
     def sample(self, n: int, generator: torch.Generator) -> Tensor:
-        x = self.model.sample(n, generator)
-        return x + self.kernel.sample(tuple(x.shape), generator).to(x)
+        return self.kernel.add_noise(
+            self.model.sample(n, generator), generator, dtype=torch.float64
+        )
 
     def log_prob(self, x: Tensor) -> Tensor:
         if self._gaussian is not None:
@@ -159,7 +160,11 @@ def spread_metrics(
     if objective.spread is None:
         return out
     kernel = objective.spread.kernel_at(objective.step)
-    grids = cache.setdefault(kernel, {}) if cache is not None else None
+    grids = None
+    if cache is not None:  # the grids of the current σ only (an annealed σ changes each time)
+        for stale in [k for k in cache if k != kernel]:
+            del cache[stale]
+        grids = cache.setdefault(kernel, {})
     p_tilde = spread_data(data, kernel)
     q_tilde = spread_model(model, kernel)
     if not p_tilde.has_density or q_tilde is None:

@@ -92,9 +92,7 @@ class VariationalDivergence(Objective):
         """x itself, or with spread noise: `spread_samples` copies of each point plus noise."""
         if self.spread is None:
             return x
-        x = x.repeat_interleave(self.spread_samples, dim=0)
-        kernel = self.spread.kernel_at(self.step)
-        return x + kernel.sample(tuple(x.shape), generator).to(x)
+        return self.spread.kernel_at(self.step).add_noise(x, generator, self.spread_samples)
 
     def bound(self, v_real: Tensor, v_fake: Tensor) -> Tensor:
         """E_p[g_f(V)] − E_q[f*(g_f(V))] from raw critic outputs: the critic's estimate of D_f."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -53,7 +54,42 @@ def save_figures(run: RunDirectory, figures: Mapping[str, Figure]) -> list[Path]
     return written
 
 
-class RunFigures:
+class FigureSet(ABC):
+    """A run's figures as the loop and `gandiv plot` use them: animation frames at their cadence
+    (kept in checkpoints), and the figures written into ``figures/`` with, at the end, the
+    animation."""
+
+    frames: list[Any]
+
+    @abstractmethod
+    def frame(self, step: int) -> None:
+        """Record an animation frame at `step`."""
+
+    @abstractmethod
+    def figures(self, step: int, records: Sequence[Mapping[str, Any]]) -> dict[str, Figure]:
+        """Every figure at `step`, by name (``records``: the metrics lines so far)."""
+
+    @abstractmethod
+    def _write_animation(self, directory: Path) -> list[Path]:
+        """Write the animation of the frames into `directory` atomically; return its files."""
+
+    @abstractmethod
+    def state_dict(self) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def load_state_dict(self, state: Mapping[str, Any]) -> None: ...
+
+    def write(
+        self, run: RunDirectory, step: int, records: Sequence[Mapping[str, Any]], final: bool
+    ) -> list[Path]:
+        """Save every figure into ``figures/`` (and, at the end, the animation)."""
+        written = save_figures(run, self.figures(step, records))
+        if final and len(self.frames) > 1:
+            written += self._write_animation(run.path)
+        return written
+
+
+class RunFigures(FigureSet):
     """Figures of one run (1-D or 2-D data): density, critic, gradient field, curves, animation."""
 
     def __init__(
@@ -176,15 +212,6 @@ class RunFigures:
             out["curves"] = curves_figure(records, self.title)
         return out
 
-    def write(
-        self, run: RunDirectory, step: int, records: Sequence[Mapping[str, Any]], final: bool
-    ) -> list[Path]:
-        """Save every figure into ``figures/`` (and, at the end, the animation)."""
-        written = save_figures(run, self.figures(step, records))
-        if final and len(self.frames) > 1:
-            written += self._write_animation(run.path)
-        return written
-
     def _write_animation(self, directory: Path) -> list[Path]:
         gif, mp4 = directory / "animation.gif", directory / "animation.mp4"
         tmp_gif, tmp_mp4 = gif.with_name(".animation.tmp.gif"), mp4.with_name(".animation.tmp.mp4")
@@ -225,7 +252,7 @@ class RunFigures:
         ]
 
 
-class ImageFigures:
+class ImageFigures(FigureSet):
     """Figures of one image run, with `RunFigures`' interface: ``figures/samples.png`` (a grid of
     model samples from a fixed z), ``figures/curves.png`` and, with frames, ``animation.gif`` (the
     first `FRAME_IMAGES` of those samples at each frame step). Frames are kept as uint8 images,
@@ -263,17 +290,12 @@ class ImageFigures:
             out["curves"] = curves_figure(records, self.title)
         return out
 
-    def write(
-        self, run: RunDirectory, step: int, records: Sequence[Mapping[str, Any]], final: bool
-    ) -> list[Path]:
-        written = save_figures(run, self.figures(step, records))
-        if final and len(self.frames) > 1:
-            gif = run.path / "animation.gif"
-            temporary = gif.with_name(".animation.tmp.gif")
-            write_image_animation(self.frames, temporary)
-            os.replace(temporary, gif)
-            written.append(gif)
-        return written
+    def _write_animation(self, directory: Path) -> list[Path]:
+        gif = directory / "animation.gif"
+        temporary = gif.with_name(".animation.tmp.gif")
+        write_image_animation(self.frames, temporary)
+        os.replace(temporary, gif)
+        return [gif]
 
     def state_dict(self) -> dict[str, Any]:
         return {

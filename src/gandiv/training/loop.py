@@ -15,20 +15,30 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from gandiv.data.splits import ToySplits
 from gandiv.errors import Interrupted, NumericalError, UserError
 from gandiv.models.base import GenerativeModel
 from gandiv.objectives.base import Objective
-from gandiv.training.figures import RunFigures
+from gandiv.training.figures import FigureSet
 from gandiv.training.run_dir import RunDirectory
 
 log = logging.getLogger(__name__)
+
+
+class BatchSource(Protocol):
+    """Where the loop's batches come from (`ToySplits`, `ImageSplits`): batches, and what a
+    checkpoint must hold, besides the generator's state, to draw the same batches on resume."""
+
+    def batch(self, n: int, generator: torch.Generator) -> torch.Tensor: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
 @dataclass
@@ -129,7 +139,7 @@ class _StopSignals:
 def train(
     *,
     run: RunDirectory,  # writes metrics, checkpoints (the loop's only side effects)
-    splits: ToySplits,  # training batches (the held-out split is not touched here)
+    splits: BatchSource,  # training batches (the held-out split is not touched here)
     model: GenerativeModel,  # the model being fitted
     objective: Objective,  # the loss the model minimises
     optimizer: torch.optim.Optimizer,  # steps the model's parameters
@@ -140,7 +150,7 @@ def train(
     cadence: Cadence,  # steps, and the log/eval/checkpoint cadences
     evaluate: Callable[[int], dict[str, float]] | None,  # ground-truth metrics at a step
     config: dict[str, Any],  # the run's resolved config, stored in every checkpoint
-    figures: RunFigures | None = None,  # draws frames and figures at their cadences
+    figures: FigureSet | None = None,  # draws frames and figures at their cadences
     resume_from: dict[str, Any] | None = None,  # a loaded checkpoint to continue exactly
     progress: bool = True,  # show a progress bar when stderr is a terminal
 ) -> TrainResult:
@@ -160,8 +170,7 @@ def train(
                 critic_optimizer.load_state_dict(resume_from["critic_optimizer"])
             generator.set_state(resume_from["generator"])
             torch.set_rng_state(resume_from["torch_rng"])
-            if hasattr(splits, "load_state_dict"):  # batches drawn but not used yet
-                splits.load_state_dict(resume_from.get("splits") or {"pending": None})
+            splits.load_state_dict(resume_from.get("splits") or {})  # drawn, not yet used
         except (RuntimeError, ValueError, KeyError, TypeError) as err:
             raise UserError(
                 str(run.checkpoint_path),
@@ -218,7 +227,7 @@ def train(
                     critic_optimizer.state_dict() if critic_optimizer is not None else None
                 ),
                 "generator": generator.get_state(),
-                "splits": splits.state_dict() if hasattr(splits, "state_dict") else None,
+                "splits": splits.state_dict(),
                 "torch_rng": torch.get_rng_state(),
                 "loss_sums": {k: v.detach().cpu() for k, v in sums.items()},
                 "loss_count": count,
