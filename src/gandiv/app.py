@@ -416,6 +416,10 @@ def _finish(
             "steps": result.step,
             "wall_time_s": round(time.perf_counter() - started, 4),
             "train_time_s": round(result.train_time_s, 4),
+            # this session's time outside the training steps (figures_time_s: the final figures)
+            "eval_time_s": round(result.eval_time_s, 4),
+            "frames_time_s": round(result.frames_time_s, 4),
+            "checkpoint_time_s": round(result.checkpoint_time_s, 4),
             "steps_per_s": round(steps_per_s, 2),
             **result.last_losses,
             **result.last_eval,

@@ -65,6 +65,10 @@ class TrainResult:
     train_time_s: float
     steps_this_session: int
     session_train_time_s: float  # this session's loop time less evaluation and checkpoints
+    # this session's time (s) evaluating, drawing frames and figures, and writing checkpoints
+    eval_time_s: float = 0.0
+    frames_time_s: float = 0.0
+    checkpoint_time_s: float = 0.0
     last_losses: dict[str, float] = field(default_factory=dict)
     last_eval: dict[str, float] = field(default_factory=dict)
 
@@ -241,7 +245,7 @@ def train(
         )
 
     session_start = time.perf_counter()
-    overhead = 0.0  # seconds spent evaluating and checkpointing, not training
+    spent = {"eval": 0.0, "frames": 0.0, "checkpoint": 0.0}  # seconds not spent training
     signals = _StopSignals()
     bar = tqdm(
         total=cadence.steps,
@@ -298,7 +302,7 @@ def train(
                 started = time.perf_counter()
                 result.last_eval = evaluate(step)
                 record.update(result.last_eval)
-                overhead += time.perf_counter() - started
+                spent["eval"] += time.perf_counter() - started
             if record:
                 elapsed = train_time + time.perf_counter() - session_start
                 run.append_metrics({"step": step, **record, "time_s": round(elapsed, 4)})
@@ -309,11 +313,11 @@ def train(
                     figures.frame(step)
                 if Cadence.due(step, cadence.figures_every) and not final:
                     figures.write(run, step, run.read_metrics(), final=False)
-                overhead += time.perf_counter() - started
+                spent["frames"] += time.perf_counter() - started
             if Cadence.due(step, cadence.checkpoint_every) or final:
                 started = time.perf_counter()
                 checkpoint()
-                overhead += time.perf_counter() - started
+                spent["checkpoint"] += time.perf_counter() - started
             if signals.signum is not None and not final:
                 log.warning("signal %d received: checkpoint at step %d", signals.signum, step)
                 checkpoint()
@@ -329,5 +333,8 @@ def train(
     result.step = step
     result.train_time_s = train_time + session_time
     result.steps_this_session = step - start_step
-    result.session_train_time_s = session_time - overhead
+    result.session_train_time_s = session_time - sum(spent.values())
+    result.eval_time_s = spent["eval"]
+    result.frames_time_s = spent["frames"]
+    result.checkpoint_time_s = spent["checkpoint"]
     return result
