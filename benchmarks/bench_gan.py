@@ -34,7 +34,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from gandiv import config as C
 from gandiv.build import build_dataset, build_model, build_objective, build_optimizer
 from gandiv.data.splits import ToySplits
-from gandiv.training.loop import Cadence, train
+from gandiv.training.loop import Cadence, RunTask, train
 from gandiv.training.run_dir import RunDirectory
 
 SHAPES = [(128, 256), (128, 1024), (256, 256), (256, 1024)]
@@ -59,6 +59,19 @@ class _UnchunkedSplits(ToySplits):
         return self.draw(n, generator)
 
 
+def gan_config(width: int, batch: int) -> C.TrainConfig:
+    """The shipped config of `objective=ns_gan model=mlp` with G and D of this width."""
+    overrides = [
+        "objective=ns_gan",
+        "model=mlp",
+        f"model.width={width}",
+        f"critic.width={width}",
+        f"trainer.batch_size={batch}",
+    ]
+    with initialize_config_module("gandiv.conf", version_base="1.3"):
+        return C.validate_train_config(compose("train", overrides=overrides))
+
+
 def gandiv_loop(
     width: int,
     batch: int,
@@ -75,15 +88,7 @@ def gandiv_loop(
     `freeze_critic=False` lets the model step compute the critic's weight gradients too;
     `compile_nets` compiles G's and D's networks with `torch.compile`.
     """
-    overrides = [
-        "objective=ns_gan",
-        "model=mlp",
-        f"model.width={width}",
-        f"critic.width={width}",
-        f"trainer.batch_size={batch}",
-    ]
-    with initialize_config_module("gandiv.conf", version_base="1.3"):
-        config = C.validate_train_config(compose("train", overrides=overrides))
+    config = gan_config(width, batch)
     data = build_dataset(config.dataset)
     torch.manual_seed(0)
     model = build_model(config.model, data.dim)
@@ -118,19 +123,22 @@ def gandiv_loop(
     calls = iter(range(1_000_000))
 
     def run(steps: int) -> None:
-        train(
+        task = RunTask(
             run=RunDirectory(tmp / str(next(calls))),
             splits=splits,
             model=model,
             objective=objective,
             optimizer=optimizer,
             critic_optimizer=critic_optimizer,
-            critic_steps=1,
             generator=generator,
-            batch_size=batch,
-            cadence=Cadence(steps, 100, 0, 0),
             evaluate=None,
             config={},
+        )
+        train(
+            task,
+            critic_steps=1,
+            batch_size=batch,
+            cadence=Cadence(steps, 100, 0, 0),
             progress=False,
         )
 
@@ -227,6 +235,26 @@ def steps_per_s(run: Callable[[int], None], seconds: float) -> float:
     return steps / (time.perf_counter() - started)
 
 
+def interleaved(
+    loops: dict[str, Callable[[int], None]],
+    rounds: int,
+    rate: Callable[[Callable[[int], None]], float],
+) -> dict[str, float]:
+    """The median `rate` of each loop over `rounds` rounds, the order alternating between rounds
+    (so that load drifting over a run hits every loop alike)."""
+    rates: dict[str, list[float]] = {name: [] for name in loops}
+    for round_ in range(rounds):
+        for name in loops if round_ % 2 == 0 else reversed(list(loops)):
+            rates[name].append(rate(loops[name]))
+    return {name: statistics.median(values) for name, values in rates.items()}
+
+
+def print_header(header: str) -> None:
+    """A markdown table's header and rule."""
+    print(header)
+    print("|---" * (header.count("|") - 1) + "|")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per shape")
@@ -236,22 +264,17 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     print(f"torch {torch.__version__}, {args.threads} thread(s), median of {args.rounds} rounds")
-    header = (
+    print_header(
         "| width | batch | reference steps/s | gandiv steps/s | gandiv / reference "
         "| limit steps/s | gandiv / limit | dispatches (gandiv, reference) |"
     )
-    print(header)
-    print("|---" * (header.count("|") - 1) + "|")
     per_op = op_cost()
     for width, batch in SHAPES:
         loops = {"reference": reference_loop(width, batch), "gandiv": gandiv_loop(width, batch)}
-        rates: dict[str, list[float]] = {name: [] for name in loops}
-        for round_ in range(args.rounds):
-            for name in loops if round_ % 2 == 0 else reversed(list(loops)):
-                rates[name].append(steps_per_s(loops[name], args.seconds))
+        rates = interleaved(loops, args.rounds, lambda run: steps_per_s(run, args.seconds))
         counts = {name: dispatches(run) for name, run in loops.items()}
         limit = step_flops(width, batch) / mm_rate(width, batch) + min(counts.values()) * per_op
-        ref, ours = (statistics.median(rates[n]) for n in ("reference", "gandiv"))
+        ref, ours = rates["reference"], rates["gandiv"]
         print(
             f"| {width} | {batch} | {ref:.0f} | {ours:.0f} | {ours / ref:.2f} | {1 / limit:.0f} "
             f"| {ours * limit:.2f} | {counts['gandiv']:.0f}, {counts['reference']:.0f} |"

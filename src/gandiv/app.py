@@ -13,6 +13,9 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from functools import partial
 from importlib.resources import files
 from pathlib import Path
 from typing import Any, cast
@@ -57,10 +60,11 @@ from gandiv.objectives.base import Objective
 from gandiv.objectives.spread import SpreadKL
 from gandiv.plotting.images import image_grid_figure
 from gandiv.sweep import csv_text, write_sweep_summary
-from gandiv.training.figures import ImageFigures, RunFigures, save_figures
-from gandiv.training.loop import Cadence, TrainResult
+from gandiv.training.figures import FigureSet, ImageFigures, RunFigures, save_figures
+from gandiv.training.loop import Cadence, RunTask, TrainResult, train_runs
 from gandiv.training.loop import train as train_loop
 from gandiv.training.run_dir import RunDirectory, atomic_write_bytes
+from gandiv.training.vectorized import VectorizedStep, loss_order, noise_shape, unvectorizable
 
 log = logging.getLogger("gandiv")
 
@@ -182,29 +186,253 @@ def record_failure(run: RunDirectory, error: str, exit_code: int, **fields: Any)
 
 
 def train(cfg: DictConfig) -> None:
-    """`gandiv train`: validate, build, train, write the run directory."""
+    """`gandiv train`: validate, build, train, write the run directory.
+
+    Under the vectorized launcher (`deferring`) a job that can join a vectorised group is only
+    validated and built here; `train_deferred` trains it with its group after the last job.
+    """
     run = RunDirectory(HydraConfig.get().runtime.output_dir)
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
-        session = _prepare_training(cfg, run, multirun)
+        prepared = _prepare_training(cfg, run, multirun)
     except UserError as err:
         if multirun:  # the sweep's table shows the failed job
             record_failure(run, str(err), EXIT_USER_ERROR)
         elif cfg.get("resume") is None:
             _discard_unused(run)
         raise
+    if prepared is None:  # this sweep job had already completed
+        return
+    if _deferred is not None and prepared.group_key() is not None:
+        _deferred.append(prepared)
+        return
+    with _recording_crash([run], multirun):
+        prepared.train_alone()
+
+
+@contextmanager
+def _recording_crash(runs: Sequence[RunDirectory], multirun: bool) -> Iterator[None]:
+    """In a sweep, a bug's traceback goes to the jobs' logs and the failure to their summaries."""
     try:
-        session()
+        yield
     except (UserError, NumericalError, Interrupted):
         raise
     except Exception as err:
-        if multirun:  # a bug: the job's log gets the traceback, the sweep's table the failure
+        if multirun:
             log.exception("job crashed")
-            record_failure(run, f"{type(err).__name__}: {err}", EXIT_CRASH)
+            for run in runs:
+                record_failure(run, f"{type(err).__name__}: {err}", EXIT_CRASH)
         raise
 
 
-def _prepare_training(cfg: DictConfig, run: RunDirectory, multirun: bool) -> Any:
+# Jobs set aside for vectorised training while the vectorized launcher runs a sweep (None: off).
+_deferred: list[PreparedRun] | None = None
+
+
+@contextmanager
+def deferring() -> Iterator[list[PreparedRun]]:
+    """While active, `train` sets aside the jobs that can be vectorised (the list yielded)."""
+    global _deferred
+    pending: list[PreparedRun] = []
+    _deferred = pending
+    try:
+        yield pending
+    finally:
+        _deferred = None
+
+
+def vectorized_groups(pending: Sequence[PreparedRun], max_group: int) -> list[list[PreparedRun]]:
+    """The set-aside jobs in groups of equal `PreparedRun.group_key`, in the sweep's order, each
+    cut into groups of at most `max_group` runs (0: no limit)."""
+    groups: dict[Any, list[PreparedRun]] = {}
+    for prepared in pending:
+        groups.setdefault(prepared.group_key(), []).append(prepared)
+    return [
+        group[i : i + (max_group or len(group))]
+        for group in groups.values()
+        for i in range(0, len(group), max_group or len(group))
+    ]
+
+
+def train_group(group: Sequence[PreparedRun]) -> list[tuple[PreparedRun, NumericalError]]:
+    """Train a group of set-aside sweep jobs (`vectorized_groups`) in one process: two or more as
+    one vectorised computation, one alone. Every run writes its own directory exactly as alone;
+    returns the runs that stopped on a non-finite value (recorded in their summaries)."""
+    if len(group) == 1:
+        with _recording_crash([group[0].run], multirun=True):
+            try:
+                group[0].train_alone()
+            except NumericalError as err:
+                return [(group[0], err)]
+        return []
+    group = sorted(group, key=lambda p: loss_order(p.task.objective))  # runs sharing a loss adjoin
+    first = group[0].config.trainer
+    tasks = [p.task for p in group]
+    failed: list[tuple[PreparedRun, NumericalError]] = []
+    try:
+        with _recording_crash([p.run for p in group], multirun=True):
+            for prepared in group:
+                with _job_log(prepared):
+                    prepared.announce()
+            with _job_log(*group):
+                log.info("training %d runs as one vectorised group", len(group))
+                step = partial(
+                    VectorizedStep, critic_steps=first.critic_steps, batch_size=first.batch_size
+                )
+                results = train_runs(
+                    tasks, step, group[0].cadence, first.progress, f"train ×{len(group)}"
+                )
+            for prepared, result in zip(group, results, strict=True):
+                with _job_log(prepared):
+                    if result.error is None:
+                        prepared.finish(result)
+                        continue
+                    log.error("%s", result.error)
+                    record_failure(
+                        prepared.run, str(result.error), EXIT_NUMERICAL, **prepared.summary()
+                    )
+                    failed.append((prepared, result.error))
+    except Interrupted as err:
+        for prepared in group:
+            prepared.interrupted(err)
+        raise
+    finally:
+        for prepared in group:
+            prepared.run.close()
+    return failed
+
+
+@contextmanager
+def _job_log(*jobs: PreparedRun) -> Iterator[None]:
+    """Log records go to these jobs' log files too (Hydra opened each only while preparing it)."""
+    root = logging.getLogger()
+    handlers = []
+    for job in jobs:
+        if job.log_file is not None:
+            handler = logging.FileHandler(job.log_file)
+            handler.setFormatter(job.log_format)
+            handlers.append(handler)
+            root.addHandler(handler)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            root.removeHandler(handler)
+            handler.close()
+
+
+@dataclasses.dataclass
+class PreparedRun:
+    """A `gandiv train` job validated and built, its run directory set up, not yet trained."""
+
+    task: RunTask
+    config: C.TrainConfig
+    device: torch.device
+    data_dim: int
+    images: bool
+    resumed: bool
+    started: float  # when preparing began (the run's wall time counts from here)
+    job_num: int | None  # the job's number in a sweep
+    log_file: str | None  # the job's log file and its format (Hydra's job logging)
+    log_format: logging.Formatter | None
+
+    @property
+    def run(self) -> RunDirectory:
+        return self.task.run
+
+    @property
+    def cadence(self) -> Cadence:
+        trainer, plot = self.config.trainer, self.config.plot
+        return Cadence(
+            trainer.steps,
+            trainer.log_every,
+            trainer.eval_every,
+            trainer.checkpoint_every,
+            plot.every,
+            plot.figures_every,
+        )
+
+    def group_key(self) -> tuple[Any, ...] | None:
+        """What the runs of one vectorised group share (None: this run trains alone): the
+        networks' shapes, the data's dimension, the loop's shape and cadences, the step it
+        starts from. Seeds, learning rates, betas and the loss (row, π, model step) may differ."""
+        if unvectorizable(self.task.model, self.task.objective) is not None:
+            return None
+        trainer = self.config.trainer
+        return (
+            repr(self.config.model),
+            repr(self.config.critic),
+            noise_shape(self.task.objective),
+            self.data_dim,
+            self.device,
+            trainer.batch_size,
+            trainer.critic_steps,
+            trainer.optimizer,
+            trainer.threads,
+            repr(self.cadence),
+            self.task.resume_from["step"] if self.task.resume_from else 0,
+        )
+
+    def announce(self) -> None:
+        config = self.config
+        log.info(
+            "%s: dataset=%s (%d-D) model=%s objective=%s device=%s, %s steps",
+            "resuming " + str(self.run.path) if self.resumed else f"run directory {self.run.path}",
+            config.dataset.name,
+            self.data_dim,
+            config.model.name,
+            config.objective.name,
+            self.device,
+            config.trainer.steps,
+        )
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "dataset": self.config.dataset.name,
+            "model": self.config.model.name,
+            "objective": self.config.objective.name,
+        }
+
+    def train_alone(self) -> None:
+        self.announce()
+        try:
+            result = train_loop(
+                self.task,
+                critic_steps=self.config.trainer.critic_steps,
+                batch_size=self.config.trainer.batch_size,
+                cadence=self.cadence,
+                progress=self.config.trainer.progress,
+            )
+        except NumericalError as err:
+            record_failure(self.run, str(err), EXIT_NUMERICAL, **self.summary())
+            raise
+        except Interrupted as err:
+            self.interrupted(err)
+            raise
+        finally:
+            self.run.close()
+        self.finish(result)
+
+    def interrupted(self, err: Interrupted) -> None:
+        self.run.write_summary({**self.summary(), "status": "interrupted", "signal": err.signum})
+
+    def finish(self, result: TrainResult) -> None:
+        """The run's final files: figures, samples, summary."""
+        _finish(
+            self.run,
+            self.task.model,
+            result,
+            self.summary(),
+            self.config.trainer.num_samples,
+            self.started,
+            self.device,
+            self.task.figures,
+        )
+        if self.images:
+            log.info("images: figures/samples.png, samples.npy (uint8 NHWC)")
+
+
+def _prepare_training(cfg: DictConfig, run: RunDirectory, multirun: bool) -> PreparedRun | None:
     started = time.perf_counter()
     config = C.validate_train_config(cfg)
     trainer = config.trainer
@@ -223,7 +451,7 @@ def _prepare_training(cfg: DictConfig, run: RunDirectory, multirun: bool) -> Any
         done = _status(run) == "completed" and int(state["step"]) == trainer.steps
         if config.resume is None and done and not _differences(state["config"], plain):
             log.info("%s: this job already completed; kept as it is", run.path)
-            return lambda: None
+            return None
         _check_resumable(run, state, plain, trainer.steps)
 
     data = build_dataset(config.dataset)
@@ -328,61 +556,31 @@ def _prepare_training(cfg: DictConfig, run: RunDirectory, multirun: bool) -> Any
     figures = None
     if data.dim <= 2 or isinstance(data, ImageData):
         figures = run_figures(config, data, model, objective, device)
-
-    def session() -> None:
-        log.info(
-            "%s: dataset=%s (%d-D) model=%s objective=%s device=%s, %s steps",
-            "resuming " + str(run.path) if state else f"run directory {run.path}",
-            config.dataset.name,
-            data.dim,
-            config.model.name,
-            config.objective.name,
-            device,
-            trainer.steps,
-        )
-        summary: dict[str, Any] = {
-            "dataset": config.dataset.name,
-            "model": config.model.name,
-            "objective": config.objective.name,
-        }
-        try:
-            result = train_loop(
-                run=run,
-                splits=splits,
-                model=model,
-                objective=objective,
-                optimizer=optimizer,
-                critic_optimizer=critic_optimizer,
-                critic_steps=trainer.critic_steps,
-                generator=generator,
-                batch_size=trainer.batch_size,
-                cadence=Cadence(
-                    trainer.steps,
-                    trainer.log_every,
-                    trainer.eval_every,
-                    trainer.checkpoint_every,
-                    config.plot.every,
-                    config.plot.figures_every,
-                ),
-                figures=figures,
-                evaluate=evaluate if measured else None,
-                config=plain,
-                resume_from=state,
-                progress=trainer.progress,
-            )
-        except NumericalError as err:
-            record_failure(run, str(err), EXIT_NUMERICAL, **summary)
-            raise
-        except Interrupted as err:
-            run.write_summary({**summary, "status": "interrupted", "signal": err.signum})
-            raise
-        finally:
-            run.close()
-        _finish(run, model, result, summary, trainer.num_samples, started, device, figures)
-        if isinstance(data, ImageData):
-            log.info("images: figures/samples.png, samples.npy (uint8 NHWC)")
-
-    return session
+    file_logs = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
+    return PreparedRun(
+        task=RunTask(
+            run,
+            splits,
+            model,
+            objective,
+            optimizer,
+            critic_optimizer,
+            generator,
+            evaluate if measured else None,
+            plain,
+            figures,
+            state,
+        ),
+        config=config,
+        device=device,
+        data_dim=data.dim,
+        images=isinstance(data, ImageData),
+        resumed=state is not None,
+        started=started,
+        job_num=HydraConfig.get().job.num if multirun else None,
+        log_file=file_logs[0].baseFilename if file_logs else None,
+        log_format=file_logs[0].formatter if file_logs else None,
+    )
 
 
 def _finish(
@@ -393,7 +591,7 @@ def _finish(
     num_samples: int,
     started: float,
     device: torch.device,
-    figures: RunFigures | ImageFigures | None,
+    figures: FigureSet | None,
 ) -> None:
     model.eval()
     if figures is not None:

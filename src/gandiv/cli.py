@@ -50,6 +50,8 @@ commands:
             gandiv train objective=reverse_kl trainer.steps=2000
             gandiv train -m objective=direct objective.divergence=kl,reverse_kl,js
             gandiv train -m hydra/launcher=joblib objective=js_pi objective.pi=0.1,0.5,0.9
+            gandiv train -m hydra/launcher=vectorized model=mlp objective=js_pi \\
+                objective.pi=0.1,0.5,0.9 trainer.seed=0,1     (one batched computation)
             gandiv train resume=DIR trainer.steps=4000
   eval    evaluate a finished run (or every job of a sweep) on its held-out split: DIR/eval.json
             gandiv eval run=DIR eval.critic.divergences=[js,kl,wasserstein]
@@ -118,15 +120,37 @@ def _train_app(cfg: DictConfig) -> None:
     # In a sweep a failing job is recorded in its summary.json (whatever the launcher, and in
     # whichever process it runs) and the others go on; when the sweep ends, the summary names the
     # failed jobs and gandiv exits non-zero (see gandiv.sweep.SweepSummary).
-    try:
+    with _sweep_job([hydra_cfg.job.num]):
         train(cfg)
-    except Interrupted:  # Ctrl-C or SIGTERM stops the whole sweep (the job saved its checkpoint):
+
+
+@contextmanager
+def _sweep_job(nums: Sequence[int | None]) -> Iterator[None]:
+    """Report a sweep's failing jobs on stderr and go on; Ctrl-C or SIGTERM stops the sweep."""
+    one = len(nums) == 1
+    jobs = ("job " if one else "jobs ") + ", ".join(str(n) for n in nums)
+    try:
+        yield
+    except Interrupted:  # the job saved its checkpoint: stop the whole sweep
         with _reported("train"):  # as SystemExit, which Hydra's launchers let through
             raise
     except (UserError, NumericalError) as err:
-        sys.stderr.write(f"gandiv train: job {hydra_cfg.job.num} failed: {err}\n")
+        sys.stderr.write(f"gandiv train: {jobs} failed: {err}\n")
     except Exception:  # a bug: the traceback is in the job's train.log, the sweep goes on
-        sys.stderr.write(f"gandiv train: job {hydra_cfg.job.num} crashed; see its train.log\n")
+        sys.stderr.write(
+            f"gandiv train: {jobs} crashed; see {'its' if one else 'their'} train.log\n"
+        )
+
+
+def train_deferred(pending: Sequence[Any], max_group: int) -> None:
+    """Train the sweep jobs set aside by the vectorized launcher: each group of compatible jobs as
+    one vectorised computation, the others alone (see gandiv.app.train_group)."""
+    from gandiv.app import train_group, vectorized_groups
+
+    for group in vectorized_groups(pending, max_group):
+        with _sweep_job([p.job_num for p in group]):
+            for prepared, err in train_group(group):
+                sys.stderr.write(f"gandiv train: job {prepared.job_num} failed: {err}\n")
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
@@ -320,11 +344,13 @@ def _run(command: str, args: list[str]) -> None:
         FAILED_JOBS.clear()
         try:
             _APPS[command]()
-        except OverrideParseException as err:
-            _fail(command, _describe_parse_error(args, err))
-        except CompactHydraException as err:
-            _fail(command, describe_hydra_error(err))
         except HydraException as err:
+            if isinstance(err.__cause__, UserError):  # from gandiv's launcher, built by Hydra
+                raise err.__cause__ from None
+            if isinstance(err, OverrideParseException):
+                _fail(command, _describe_parse_error(args, err))
+            if isinstance(err, CompactHydraException):
+                _fail(command, describe_hydra_error(err))
             _fail(command, _first_line(str(err)))
         except OSError as err:  # e.g. an output directory that cannot be created or written
             where = err.filename or "output"

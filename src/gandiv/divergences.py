@@ -25,6 +25,7 @@ Outside its domain every conjugate returns +inf (its true value), never NaN.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from collections.abc import Callable, Mapping
@@ -324,6 +325,7 @@ def _total_variation() -> FDivergence:
     )
 
 
+@functools.lru_cache(maxsize=256)
 def js_pi(pi: float) -> FDivergence:
     """Huszár (2015) JS_π(P‖Q) = π KL(P‖M) + (1 − π) KL(Q‖M), M = πP + (1 − π)Q, as an f-divergence.
 

@@ -311,17 +311,17 @@ def test_runs_started_together_in_one_output_root_keep_apart(tmp_path):
 def test_a_job_failing_mid_training_leaves_the_other_jobs_complete(gandiv, tmp_path, monkeypatch):
     real_loop = gandiv_app.train_loop
 
-    def loop_breaking_seed_1(**kwargs: Any) -> Any:
-        if kwargs["config"]["trainer"]["seed"] == 1:
-            original = kwargs["objective"].model_loss
+    def loop_breaking_seed_1(task: Any, **kwargs: Any) -> Any:
+        if task.config["trainer"]["seed"] == 1:
+            original = task.objective.model_loss
             calls = {"n": 0}
 
             def poisoned(*args: Any) -> torch.Tensor:
                 calls["n"] += 1
                 return original(*args) * (float("nan") if calls["n"] == 15 else 1.0)
 
-            kwargs["objective"].model_loss = poisoned
-        return real_loop(**kwargs)
+            task.objective.model_loss = poisoned
+        return real_loop(task, **kwargs)
 
     monkeypatch.setattr(gandiv_app, "train_loop", loop_breaking_seed_1)
     result = gandiv("train", "-m", "trainer.seed=0,1,2", "trainer.checkpoint_every=10", *TINY)

@@ -38,7 +38,8 @@ class LinearGenerator(LatentGenerator):
         self.bias = nn.Parameter(torch.zeros(dim))
 
     def generate(self, z: Tensor) -> Tensor:
-        return z @ self.weight.T + self.bias
+        # (mT and a broadcast bias: the same code maps a stack of generators, one per leading index)
+        return z @ self.weight.mT + self.bias.unsqueeze(-2)
 
     def latent_sample(self, n: int, generator: torch.Generator) -> Tensor:
         if self.prior == "gaussian":

@@ -95,8 +95,19 @@ class VariationalDivergence(Objective):
         return self.spread.kernel_at(self.step).add_noise(x, generator, self.spread_samples)
 
     def bound(self, v_real: Tensor, v_fake: Tensor) -> Tensor:
-        """E_p[g_f(V)] − E_q[f*(g_f(V))] from raw critic outputs: the critic's estimate of D_f."""
-        return self.row.activation(v_real).mean() - self.row.conjugate_activation(v_fake).mean()
+        """E_p[g_f(V)] − E_q[f*(g_f(V))] from raw critic outputs: the critic's estimate of D_f.
+
+        The expectations are means over the last axis (a leading axis holds the runs of a
+        vectorised group, `gandiv.training.stacked`).
+        """
+        act, conj = self.row.activation, self.row.conjugate_activation
+        return act(v_real).mean(-1) - conj(v_fake).mean(-1)
+
+    def critic_terms(self, v_real: Tensor, v_fake: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """The critic's loss (minus the bound) from its outputs, and the metrics logged with it."""
+        bound = self.bound(v_real, v_fake)
+        loss = -bound
+        return loss, {"critic_loss": loss.detach(), "bound": bound.detach()}
 
     def critic_loss(
         self, model: GenerativeModel, batch: Tensor, generator: torch.Generator
@@ -111,13 +122,13 @@ class VariationalDivergence(Objective):
             both.requires_grad_(True)
         v = self.critic(both)
         v_real, v_fake = v[: len(real)], v[len(real) :]
+        if self.gradient_penalty == 0:
+            return self.critic_terms(v_real, v_fake)
         bound = self.bound(v_real, v_fake)
-        loss = -bound
-        if self.gradient_penalty > 0:
-            (grad,) = torch.autograd.grad(v_real.sum(), both, create_graph=True)
-            # ‖∇_x V(x)‖² sums over every non-batch dimension (the pixels of an image)
-            squared_norm = grad[: len(real)].pow(2).flatten(1).sum(1)
-            loss = loss + 0.5 * self.gradient_penalty * squared_norm.mean()
+        (grad,) = torch.autograd.grad(v_real.sum(), both, create_graph=True)
+        # ‖∇_x V(x)‖² sums over every non-batch dimension (the pixels of an image)
+        squared_norm = grad[: len(real)].pow(2).flatten(1).sum(1)
+        loss = 0.5 * self.gradient_penalty * squared_norm.mean() - bound
         return loss, {"critic_loss": loss.detach(), "bound": bound.detach()}
 
     def after_critic_step(self) -> None:
@@ -139,12 +150,15 @@ class VariationalDivergence(Objective):
 
     def _model_step(self, samples: Tensor) -> Tensor:
         critic = self.critic if self.critic_average is None else self.critic_average
-        v = critic(samples)
+        return self.model_terms(critic(samples))
+
+    def model_terms(self, v: Tensor) -> Tensor:
+        """The model's loss from the critic's outputs on its samples (means over the last axis)."""
         if self.generator_loss == "minimax":  # minimise the bound: −E_q[f*(g_f(V))]
-            return -self.row.conjugate_activation(v).mean()
+            return -self.row.conjugate_activation(v).mean(-1)
         if self.generator_loss == "nonsaturating":  # maximise E_q[g_f(V)]
-            return -self.row.activation(v).mean()
-        return -v.mean()  # logit: maximise E_q[V]
+            return -self.row.activation(v).mean(-1)
+        return -v.mean(-1)  # logit: maximise E_q[V]
 
     def critic_output(self, x: Tensor) -> Tensor:
         """The critic's raw output V(x) (the averaged critic's, with critic_ema)."""

@@ -1,9 +1,12 @@
 """The training loop shared by every objective.
 
-One function, `train`, owns the step order, the cadences (log, evaluate, checkpoint), the
-non-finite check, signal handling and exact resumption. Losses are accumulated on the device and
-read back only at the logging cadence (each read is a host-device sync point); the bookkeeping
-costs a handful of operators per step (see `_nonfinite_steps`), not one per check per loss.
+One function, `train_runs`, owns the cadences (log, evaluate, checkpoint, frames), the non-finite
+check, signal handling and exact resumption, for one run or for a vectorised group of runs trained
+in lockstep; a step function (`ObjectiveStep` for one run, `gandiv.training.vectorized.
+VectorizedStep` for a group) owns the step itself. `train` is the one-run form. Losses are
+accumulated on the device, one entry per run, and read back only at the logging cadence (each
+read is a host-device sync point); the bookkeeping costs a handful of operators per step (see
+`_nonfinite_steps`) whatever the number of runs.
 """
 
 from __future__ import annotations
@@ -11,9 +14,10 @@ from __future__ import annotations
 import logging
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from types import FrameType
 from typing import Any, Protocol
 
@@ -71,10 +75,12 @@ class TrainResult:
     checkpoint_time_s: float = 0.0
     last_losses: dict[str, float] = field(default_factory=dict)
     last_eval: dict[str, float] = field(default_factory=dict)
+    # training stopped for this run: a loss or parameter became non-finite (the others go on)
+    error: NumericalError | None = None
 
 
 def _nonfinite_steps(sums: dict[str, torch.Tensor], counts: dict[str, torch.Tensor]) -> None:
-    """Count, per loss, the steps at whose end its running sum was not finite (no sync).
+    """Count, per loss and run, the steps at whose end its running sum was not finite (no sync).
 
     A NaN or ±Inf added to a running sum keeps it non-finite until the sum is read and reset at the
     next log line, where a non-finite sum stops training: a count c > 0 read at step s means the
@@ -140,201 +146,326 @@ class _StopSignals:
         return True
 
 
-def train(
-    *,
-    run: RunDirectory,  # writes metrics, checkpoints (the loop's only side effects)
-    splits: BatchSource,  # training batches (the held-out split is not touched here)
-    model: GenerativeModel,  # the model being fitted
-    objective: Objective,  # the loss the model minimises
-    optimizer: torch.optim.Optimizer,  # steps the model's parameters
-    critic_optimizer: torch.optim.Optimizer | None,  # steps the critic's (adversarial objectives)
-    critic_steps: int,  # critic steps before each model step
-    generator: torch.Generator,  # every random draw of training: batches and model noise
-    batch_size: int,  # data points per step
-    cadence: Cadence,  # steps, and the log/eval/checkpoint cadences
-    evaluate: Callable[[int], dict[str, float]] | None,  # ground-truth metrics at a step
-    config: dict[str, Any],  # the run's resolved config, stored in every checkpoint
-    figures: FigureSet | None = None,  # draws frames and figures at their cadences
-    resume_from: dict[str, Any] | None = None,  # a loaded checkpoint to continue exactly
-    progress: bool = True,  # show a progress bar when stderr is a terminal
-) -> TrainResult:
-    """Train `model` on `objective` for `cadence.steps` steps; return what the summary needs."""
-    device = next(model.parameters()).device
-    step = 0
-    train_time = 0.0
-    sums: dict[str, torch.Tensor] = {}
-    count = 0
-    nonfinite: dict[str, torch.Tensor] = {}  # per logged loss: steps since it became NaN/Inf
-    if resume_from is not None:
-        try:  # (the caller checks the device: a checkpoint resumes on its own device type)
-            model.load_state_dict(resume_from["model"])
-            objective.load_state_dict(resume_from["objective"])
-            optimizer.load_state_dict(resume_from["optimizer"])
-            if critic_optimizer is not None:
-                critic_optimizer.load_state_dict(resume_from["critic_optimizer"])
-            generator.set_state(resume_from["generator"])
-            torch.set_rng_state(resume_from["torch_rng"])
-            splits.load_state_dict(resume_from.get("splits") or {})  # drawn, not yet used
+@dataclass
+class RunTask:
+    """One run's parts, as the loop trains them."""
+
+    run: RunDirectory  # writes metrics, checkpoints (the loop's only side effects)
+    splits: BatchSource  # training batches (the held-out split is not touched here)
+    model: GenerativeModel  # the model being fitted
+    objective: Objective  # the loss the model minimises
+    optimizer: torch.optim.Optimizer  # steps the model's parameters
+    critic_optimizer: torch.optim.Optimizer | None  # steps the critic's (adversarial objectives)
+    generator: torch.Generator  # every random draw of training: batches and model noise
+    evaluate: Callable[[int], dict[str, float]] | None  # ground-truth metrics at a step
+    config: dict[str, Any]  # the run's resolved config, stored in every checkpoint
+    figures: FigureSet | None = None  # draws frames and figures at their cadences
+    resume_from: dict[str, Any] | None = None  # a loaded checkpoint to continue exactly
+
+    def load(self, state: dict[str, Any]) -> None:
+        """Restore the training state of a checkpoint (the caller checks its device)."""
+        try:
+            self.model.load_state_dict(state["model"])
+            self.objective.load_state_dict(state["objective"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            if self.critic_optimizer is not None:
+                self.critic_optimizer.load_state_dict(state["critic_optimizer"])
+            self.generator.set_state(state["generator"])
+            torch.set_rng_state(state["torch_rng"])
+            self.splits.load_state_dict(state.get("splits") or {})  # drawn, not yet used
         except (RuntimeError, ValueError, KeyError, TypeError) as err:
             raise UserError(
-                str(run.checkpoint_path),
+                str(self.run.checkpoint_path),
                 f"does not match this run's config ({str(err).splitlines()[0].rstrip(':')})",
             ) from None
-        step = int(resume_from["step"])
-        train_time = float(resume_from["train_time_s"])
-        sums = {k: v.to(device) for k, v in resume_from["loss_sums"].items()}
-        count = int(resume_from["loss_count"])
-        # (stored as the first bad step, −1 for none, the format every checkpoint has)
-        nonfinite = {
-            k: torch.where(v >= 0, step - v + 1, 0).to(device)
-            for k, v in resume_from["first_bad"].items()
-        }
-        if figures is not None and resume_from.get("figures") is not None:
-            figures.load_state_dict(resume_from["figures"])
-        run.truncate_metrics(int(resume_from["metrics_bytes"]))
-    start_step = step
-    result = TrainResult(step, train_time, 0, 0.0)
+        if self.figures is not None and state.get("figures") is not None:
+            self.figures.load_state_dict(state["figures"])
 
-    def accumulate(name: str, value: torch.Tensor) -> None:
-        """Add a detached loss to the running sum of `name` (no sync)."""
-        if name not in sums:
-            sums[name] = torch.zeros((), device=device)
-            nonfinite[name] = torch.zeros((), dtype=torch.long, device=device)
-        sums[name].add_(value)
-
-    def first_bad() -> dict[str, torch.Tensor]:
-        """Per loss, the first step it was NaN/Inf (−1: none), from the counts (no sync)."""
-        return {k: torch.where(c > 0, step - c + 1, -1) for k, c in nonfinite.items()}
-
-    def check_finite() -> None:
-        counts = {name: int(c) for name, c in nonfinite.items()}  # a sync point
-        broken = sorted((step - c + 1, name) for name, c in counts.items() if c > 0)
-        if broken:
-            at, name = broken[0]
-            raise NumericalError(f"the {name} became non-finite (NaN/Inf) at step {at}")
-        for owner, module in (("model", model), ("objective", objective)):
+    def nonfinite_parameter(self, step: int) -> NumericalError | None:
+        for owner, module in (("model", self.model), ("objective", self.objective)):
             for name, p in module.named_parameters():
                 if not torch.isfinite(p).all():
-                    raise NumericalError(
+                    return NumericalError(
                         f"{owner} parameter '{name}' became non-finite by step {step}"
                     )
+        return None
 
-    def checkpoint() -> None:
-        check_finite()
-        run.save_checkpoint(
+
+def _owned(state: Any) -> Any:
+    """`state` with every tensor that views a larger storage copied out (a run of a vectorised
+    group holds views into its group's stacked parameters; saved as they are, each checkpoint
+    would hold the whole group's)."""
+    if isinstance(state, torch.Tensor):
+        return state.clone() if state.untyped_storage().nbytes() > state.nbytes else state
+    if isinstance(state, dict):
+        return {k: _owned(v) for k, v in state.items()}
+    return state
+
+
+class StepFunction(Protocol):
+    """One training step of every run: returns the detached losses to log, each of shape () for
+    one run or (K,) for K runs."""
+
+    def __call__(self, step: int) -> dict[str, torch.Tensor]: ...
+
+
+class ObjectiveStep:
+    """One run's step: `critic_steps` critic updates, then one model update."""
+
+    def __init__(self, task: RunTask, critic_steps: int, batch_size: int) -> None:
+        self.task, self.critic_steps, self.batch_size = task, critic_steps, batch_size
+
+    def __call__(self, step: int) -> dict[str, torch.Tensor]:
+        t, n = self.task, self.batch_size
+        t.objective.begin_step(step)
+        logged: dict[str, torch.Tensor] = {}
+        if t.critic_optimizer is not None:
+            for _ in range(self.critic_steps):
+                batch = t.splits.batch(n, t.generator)
+                critic_loss, metrics = t.objective.critic_loss(t.model, batch, t.generator)
+                t.critic_optimizer.zero_grad(set_to_none=True)
+                critic_loss.backward()
+                t.critic_optimizer.step()
+                t.objective.after_critic_step()
+                add_critic_metrics(logged, metrics, self.critic_steps)
+        batch = t.splits.batch(n, t.generator)
+        loss = t.objective.model_loss(t.model, batch, t.generator)
+        t.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        t.optimizer.step()
+        logged["loss"] = loss.detach()
+        return logged
+
+
+def add_critic_metrics(
+    logged: dict[str, torch.Tensor], metrics: dict[str, torch.Tensor], critic_steps: int
+) -> None:
+    """Add one critic step's metrics to the step's: their mean over the critic steps."""
+    for name, value in metrics.items():
+        if critic_steps == 1:
+            logged[name] = value
+        else:
+            logged[name] = logged.get(name, 0) + value / critic_steps
+
+
+def train(
+    task: RunTask, *, critic_steps: int, batch_size: int, cadence: Cadence, progress: bool = True
+) -> TrainResult:
+    """Train one run for `cadence.steps` steps, `critic_steps` critic steps before each model
+    step on batches of `batch_size`; return what the summary needs. A loss or parameter turning
+    non-finite raises NumericalError. `progress`: a progress bar when stderr is a terminal."""
+    step = partial(ObjectiveStep, critic_steps=critic_steps, batch_size=batch_size)
+    (result,) = train_runs([task], lambda tasks: step(tasks[0]), cadence, progress)
+    if result.error is not None:
+        raise result.error
+    return result
+
+
+def train_runs(
+    tasks: Sequence[RunTask],
+    make_step: Callable[[Sequence[RunTask]], StepFunction],
+    cadence: Cadence,
+    progress: bool = True,
+    description: str = "train",
+) -> list[TrainResult]:
+    """Train `tasks` in lockstep for `cadence.steps` steps, with the step function `make_step`
+    builds for them once their checkpoints (if resumed) are loaded.
+
+    Each run keeps its own files, evaluation, figures and checkpoints, exactly as if trained
+    alone. A run whose loss or parameters turn non-finite stops there (its `TrainResult.error`
+    says why; nothing more is written for it) and the others go on. A signal checkpoints every
+    run and raises Interrupted. Resumed runs must all stand at the same step.
+    """
+    size = len(tasks)
+    device = next(tasks[0].model.parameters()).device
+    step = 0
+    train_time = [0.0] * size
+    sums: dict[str, torch.Tensor] = {}  # per logged loss, one running sum per run
+    count = 0
+    nonfinite: dict[str, torch.Tensor] = {}  # per logged loss and run: steps since NaN/Inf
+    resumed = [t.resume_from for t in tasks if t.resume_from is not None]
+    if resumed:
+        steps = {int(state["step"]) for state in resumed}
+        if len(resumed) != size or len(steps) != 1:
+            raise ValueError("the runs of a group must all start at the same step")
+        for t in tasks:
+            assert t.resume_from is not None
+            t.load(t.resume_from)
+        first = resumed[0]
+        step, count = int(first["step"]), int(first["loss_count"])
+        train_time = [float(state["train_time_s"]) for state in resumed]
+        for name in first["loss_sums"]:
+            sums[name] = torch.stack([s["loss_sums"][name] for s in resumed]).to(device)
+            bad = torch.stack([s["first_bad"][name] for s in resumed])
+            # (stored as the first bad step, −1 for none, the format every checkpoint has)
+            nonfinite[name] = torch.where(bad >= 0, step - bad + 1, 0).to(device)
+        for t, state in zip(tasks, resumed, strict=True):
+            t.run.truncate_metrics(int(state["metrics_bytes"]))
+    step_function = make_step(tasks)
+    start_step = step
+    results = [TrainResult(step, train_time[k], 0, 0.0) for k in range(size)]
+    alive = [True] * size
+
+    def live() -> list[int]:
+        return [k for k in range(size) if alive[k]]
+
+    def accumulate(name: str, value: torch.Tensor) -> None:
+        """Add detached losses (one per run, or one for the only run) to the sums (no sync)."""
+        if name not in sums:
+            sums[name] = torch.zeros(size, device=device)
+            nonfinite[name] = torch.zeros(size, dtype=torch.long, device=device)
+        sums[name].add_(value)
+
+    def first_bad(k: int) -> dict[str, torch.Tensor]:
+        """Per loss, the first step run k's was NaN/Inf (−1: none), from the counts (no sync)."""
+        return {n: torch.where(c[k] > 0, step - c[k] + 1, -1) for n, c in nonfinite.items()}
+
+    def check_finite() -> None:
+        """Stop every run whose losses or parameters became non-finite (a sync point)."""
+        counts = {name: c.tolist() for name, c in nonfinite.items()}
+        for k in live():
+            broken = sorted((step - c[k] + 1, name) for name, c in counts.items() if c[k] > 0)
+            error = (
+                NumericalError(
+                    f"the {broken[0][1]} became non-finite (NaN/Inf) at step {broken[0][0]}"
+                )
+                if broken
+                else tasks[k].nonfinite_parameter(step)
+            )
+            if error is not None:
+                alive[k] = False
+                results[k].error = error
+
+    def checkpoint(k: int) -> None:
+        t = tasks[k]
+        t.run.save_checkpoint(
             {
                 "step": step,
-                "model": model.state_dict(),
-                "objective": objective.state_dict(),
-                "optimizer": optimizer.state_dict(),
+                "model": _owned(t.model.state_dict()),
+                "objective": _owned(t.objective.state_dict()),
+                "optimizer": _owned(t.optimizer.state_dict()),
                 "critic_optimizer": (
-                    critic_optimizer.state_dict() if critic_optimizer is not None else None
+                    _owned(t.critic_optimizer.state_dict())
+                    if t.critic_optimizer is not None
+                    else None
                 ),
-                "generator": generator.get_state(),
-                "splits": splits.state_dict(),
+                "generator": t.generator.get_state(),
+                "splits": t.splits.state_dict(),
                 "torch_rng": torch.get_rng_state(),
-                "loss_sums": {k: v.detach().cpu() for k, v in sums.items()},
+                "loss_sums": {n: v[k].detach().cpu() for n, v in sums.items()},
                 "loss_count": count,
-                "first_bad": {k: v.cpu() for k, v in first_bad().items()},
-                "metrics_bytes": run.sync_metrics(),
-                "train_time_s": train_time + (time.perf_counter() - session_start),
-                "config": config,
+                "first_bad": {n: v.cpu() for n, v in first_bad(k).items()},
+                "metrics_bytes": t.run.sync_metrics(),
+                "train_time_s": train_time[k] + (time.perf_counter() - session_start),
+                "config": t.config,
                 "device": device.type,
-                "figures": figures.state_dict() if figures is not None else None,
+                "figures": t.figures.state_dict() if t.figures is not None else None,
             }
         )
 
+    def checkpoint_all() -> None:
+        check_finite()
+        for k in live():
+            checkpoint(k)
+
     session_start = time.perf_counter()
-    spent = {"eval": 0.0, "frames": 0.0, "checkpoint": 0.0}  # seconds not spent training
+    spent = [{"eval": 0.0, "frames": 0.0, "checkpoint": 0.0} for _ in range(size)]
+
+    @contextmanager
+    def timing(k: int, kind: str) -> Iterator[None]:
+        started = time.perf_counter()
+        yield
+        spent[k][kind] += time.perf_counter() - started
+
     signals = _StopSignals()
     bar = tqdm(
         total=cadence.steps,
         initial=step,
         disable=None if progress else True,
         dynamic_ncols=True,
-        desc="train",
+        desc=description,
         unit="step",
     )
     with signals.installed(), logging_redirect_tqdm(), bar:
-        if step == 0 and evaluate is not None and cadence.eval_every > 0:
-            result.last_eval = evaluate(0)
-            run.append_metrics({"step": 0, **result.last_eval, "time_s": 0.0})
-        if step == 0 and figures is not None and cadence.frame_every > 0:
-            figures.frame(0)
-        model.train()
-        while step < cadence.steps:
-            objective.begin_step(step)
-            if critic_optimizer is not None:
-                for _ in range(critic_steps):
-                    batch = splits.batch(batch_size, generator)
-                    critic_loss, metrics = objective.critic_loss(model, batch, generator)
-                    critic_optimizer.zero_grad(set_to_none=True)
-                    critic_loss.backward()
-                    critic_optimizer.step()
-                    objective.after_critic_step()
-                    with torch.no_grad():
-                        for name, value in metrics.items():
-                            accumulate(name, value / critic_steps if critic_steps > 1 else value)
-            batch = splits.batch(batch_size, generator)
-            loss = objective.model_loss(model, batch, generator)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+        for k, t in enumerate(tasks):
+            if step == 0 and t.evaluate is not None and cadence.eval_every > 0:
+                results[k].last_eval = t.evaluate(0)
+                t.run.append_metrics({"step": 0, **results[k].last_eval, "time_s": 0.0})
+            if step == 0 and t.figures is not None and cadence.frame_every > 0:
+                t.figures.frame(0)
+            t.model.train()
+        while step < cadence.steps and any(alive):
+            logged = step_function(step)
             step += 1
             with torch.no_grad():
-                accumulate("loss", loss)
+                for name, value in logged.items():
+                    accumulate(name, value)
                 _nonfinite_steps(sums, nonfinite)
             count += 1
 
-            record: dict[str, Any] = {}
+            records: list[dict[str, Any]] = [{} for _ in range(size)]
             final = step == cadence.steps
             if Cadence.due(step, cadence.log_every) or final:
-                check_finite()  # a sync point: reads the device
-                means = {k: float(v) / count for k, v in sums.items()}
-                record.update(means)
-                result.last_losses = means
+                check_finite()
+                means = {name: (v / count).tolist() for name, v in sums.items()}
+                for k in live():
+                    results[k].last_losses = {name: m[k] for name, m in means.items()}
+                    records[k].update(results[k].last_losses)
                 for v in sums.values():
                     v.zero_()
                 count = 0
-                bar.set_postfix(loss=f"{means['loss']:.4g}", refresh=False)
-            if evaluate is not None and (Cadence.due(step, cadence.eval_every) or final):
+                if live():
+                    shown = results[live()[0]].last_losses["loss"]
+                    bar.set_postfix(loss=f"{shown:.4g}", refresh=False)
+            if Cadence.due(step, cadence.eval_every) or final:
                 check_finite()  # never evaluate (or log) a broken model
-                started = time.perf_counter()
-                result.last_eval = evaluate(step)
-                record.update(result.last_eval)
-                spent["eval"] += time.perf_counter() - started
-            if record:
-                elapsed = train_time + time.perf_counter() - session_start
-                run.append_metrics({"step": step, **record, "time_s": round(elapsed, 4)})
+                for k in live():
+                    evaluate = tasks[k].evaluate
+                    if evaluate is not None:
+                        with timing(k, "eval"):
+                            results[k].last_eval = evaluate(step)
+                        records[k].update(results[k].last_eval)
+            for k in live():
+                t = tasks[k]
+                if records[k]:
+                    elapsed = train_time[k] + time.perf_counter() - session_start
+                    t.run.append_metrics({"step": step, **records[k], "time_s": round(elapsed, 4)})
+                if t.figures is not None:
+                    with timing(k, "frames"):
+                        if Cadence.due(step, cadence.frame_every) or (
+                            final and cadence.frame_every > 0
+                        ):
+                            t.figures.frame(step)
+                        if Cadence.due(step, cadence.figures_every) and not final:
+                            t.figures.write(t.run, step, t.run.read_metrics(), final=False)
+            if any(records):
                 bar.update(step - bar.n)
-            if figures is not None:
-                started = time.perf_counter()
-                if Cadence.due(step, cadence.frame_every) or (final and cadence.frame_every > 0):
-                    figures.frame(step)
-                if Cadence.due(step, cadence.figures_every) and not final:
-                    figures.write(run, step, run.read_metrics(), final=False)
-                spent["frames"] += time.perf_counter() - started
             if Cadence.due(step, cadence.checkpoint_every) or final:
-                started = time.perf_counter()
-                checkpoint()
-                spent["checkpoint"] += time.perf_counter() - started
+                check_finite()
+                for k in live():
+                    with timing(k, "checkpoint"):
+                        checkpoint(k)
             if signals.signum is not None and not final:
                 log.warning("signal %d received: checkpoint at step %d", signals.signum, step)
-                checkpoint()
+                checkpoint_all()
                 if not signals.hand_over():
                     raise Interrupted(signals.signum)
         bar.update(step - bar.n)
 
-    if step == start_step:  # resumed after the final checkpoint: the last logged values stand
-        records = run.read_metrics()
-        result.last_losses = _last_values(records, ("loss", "critic_loss", "bound"))
-        result.last_eval = _last_values(records, ("kl_pq", "kl_qp", "js", "objective_divergence"))
     session_time = time.perf_counter() - session_start
-    result.step = step
-    result.train_time_s = train_time + session_time
-    result.steps_this_session = step - start_step
-    result.session_train_time_s = session_time - sum(spent.values())
-    result.eval_time_s = spent["eval"]
-    result.frames_time_s = spent["frames"]
-    result.checkpoint_time_s = spent["checkpoint"]
-    return result
+    overhead = sum(sum(s.values()) for s in spent)
+    for k, (t, result) in enumerate(zip(tasks, results, strict=True)):
+        if step == start_step:  # resumed after the final checkpoint: the last logged values stand
+            records = t.run.read_metrics()
+            result.last_losses = _last_values(records, ("loss", "critic_loss", "bound"))
+            result.last_eval = _last_values(
+                records, ("kl_pq", "kl_qp", "js", "objective_divergence")
+            )
+        result.step = step
+        result.train_time_s = train_time[k] + session_time
+        result.steps_this_session = step - start_step
+        result.session_train_time_s = session_time - overhead
+        result.eval_time_s = spent[k]["eval"]
+        result.frames_time_s = spent[k]["frames"]
+        result.checkpoint_time_s = spent[k]["checkpoint"]
+    return results

@@ -1,0 +1,161 @@
+"""Vectorised groups: K runs that differ only in seeds and scalar hyper-parameters, trained as one.
+
+The runs of a group share their shapes — the same generator and critic architectures, dataset
+dimension, batch size, steps and cadences — and may differ in their seeds (initialisation, data,
+noise), learning rates and Adam betas, the divergence row and model step of the adversarial game
+(gan, ns_gan, logit_gan, any f-GAN row, JS_π with any π), and the kernel and σ (annealed or not) of
+instance noise. Each step:
+
+* every run draws its batch, latents and instance noise from its own generator, in the order it
+  draws them alone, so each run sees exactly the numbers it would see alone;
+* the K generators and the K critics run as one stacked network each (`StackedNetwork`): one
+  batched matrix product per layer for all runs, the per-run losses computed from each run's rows
+  of the outputs by the run's own objective (runs with the same loss share one call);
+* each run's optimiser steps its own slice of the stacked parameters.
+
+So every run ends with the numbers it gets alone, to the rounding of a batched against an
+unbatched matrix product, and writes the same files (`train_runs` does the per-run bookkeeping).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from gandiv.models.base import GenerativeModel, LatentGenerator
+from gandiv.objectives.adversarial import VariationalDivergence
+from gandiv.objectives.base import Objective
+from gandiv.training.loop import RunTask, add_critic_metrics
+from gandiv.training.stacked import StackedNetwork, StackedOptimizer, unstackable
+
+
+def unvectorizable(model: GenerativeModel, objective: Objective) -> str | None:
+    """Why a run cannot join a vectorised group (None: it can)."""
+    if not isinstance(objective, VariationalDivergence):
+        return f"objective={objective.name} is not an adversarial objective"
+    if objective.gradient_penalty > 0:
+        return "objective.gradient_penalty > 0"
+    if objective.critic_average is not None:
+        return "objective.critic_ema > 0"
+    if not isinstance(model, LatentGenerator):
+        return f"the model ({type(model).__name__}) is not a generator x = G(z)"
+    return unstackable(model) or unstackable(objective.critic)
+
+
+def noise_shape(objective: Objective) -> tuple[bool, int]:
+    """What the runs of a group must share about instance noise (its kernel and σ may differ):
+    whether the critic sees noisy points, and how many noisy copies of each."""
+    if not isinstance(objective, VariationalDivergence) or objective.spread is None:
+        return False, 1
+    return True, objective.spread_samples
+
+
+def loss_order(objective: Objective) -> tuple[str, str]:
+    """Sort key of a group's runs that puts runs computing the same losses side by side."""
+    if not isinstance(objective, VariationalDivergence):
+        return objective.name, ""
+    return objective.row.name, objective.generator_loss
+
+
+class VectorizedStep:
+    """One training step of every run of a group (a `StepFunction` for `train_runs`)."""
+
+    def __init__(self, tasks: Sequence[RunTask], critic_steps: int, batch_size: int) -> None:
+        for t in tasks:
+            reason = unvectorizable(t.model, t.objective)
+            if reason is not None:
+                raise ValueError(f"{t.run.path}: cannot be vectorised: {reason}")
+        self.tasks = list(tasks)
+        self.critic_steps, self.batch_size = critic_steps, batch_size
+        self.objectives = [
+            t.objective for t in tasks if isinstance(t.objective, VariationalDivergence)
+        ]
+        self.models = StackedNetwork([t.model for t in tasks])
+        self.critics = StackedNetwork([o.critic for o in self.objectives])
+        self.model_optimizer = StackedOptimizer(self.models, [t.optimizer for t in tasks])
+        self.critic_optimizer = StackedOptimizer(
+            self.critics, [t.critic_optimizer for t in tasks if t.critic_optimizer is not None]
+        )
+        # Consecutive runs whose objectives compute the same losses from the critic's outputs
+        # (the same row object: `get_divergence` returns one per π) share one call.
+        self.buckets: list[tuple[VariationalDivergence, slice]] = []
+        start = 0
+        for k in range(1, len(tasks) + 1):
+            if k == len(tasks) or self._loss_key(k) != self._loss_key(start):
+                self.buckets.append((self.objectives[start], slice(start, k)))
+                start = k
+
+    def _loss_key(self, k: int) -> tuple[int, str]:
+        return id(self.objectives[k].row), self.objectives[k].generator_loss
+
+    def _draw(self, real_noise: bool) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+        """Each run's data batch, latents and instance noise (for its fake and, with
+        `real_noise`, its real samples), from its own generator in the order it draws them alone:
+        stacked, (K, rows, ·)."""
+        batches, latents, fake_noise, real_noise_ = [], [], [], []
+        for t, objective in zip(self.tasks, self.objectives, strict=True):
+            batch = t.splits.batch(self.batch_size, t.generator)
+            batches.append(batch)
+            assert isinstance(t.model, LatentGenerator)
+            latents.append(t.model.latent_sample(self.batch_size, t.generator))
+            if objective.spread is not None:  # (the noise `VariationalDivergence.noisy` adds)
+                kernel = objective.spread.kernel_at(objective.step)
+                shape = (self.batch_size * objective.spread_samples, *batch.shape[1:])
+                fake_noise.append(kernel.sample(shape, t.generator, batch.dtype))
+                if real_noise:
+                    real_noise_.append(kernel.sample(shape, t.generator, batch.dtype))
+        return (
+            torch.stack(batches),
+            torch.stack(latents),
+            torch.stack(fake_noise) if fake_noise else None,
+            torch.stack(real_noise_) if real_noise_ else None,
+        )
+
+    def _noisy(self, x: Tensor, noise: Tensor | None) -> Tensor:
+        """x, or `spread_samples` copies of each of its points plus their noise (K, rows, ·)."""
+        if noise is None:
+            return x
+        copies = noise.shape[1] // x.shape[1]
+        return (x.repeat_interleave(copies, dim=1) if copies > 1 else x) + noise
+
+    def __call__(self, step: int) -> dict[str, Tensor]:
+        model, critic = self.models.module, self.critics.module
+        assert isinstance(model, LatentGenerator)
+        generate = model.generate
+        for objective in self.objectives:
+            objective.begin_step(step)
+        logged: dict[str, Tensor] = {}
+        for _ in range(self.critic_steps):
+            real, z, fake_noise, real_noise = self._draw(real_noise=True)
+            with torch.no_grad():
+                fake = self._noisy(generate(z), fake_noise)
+            real = self._noisy(real, real_noise)
+            m = real.shape[1]
+            v = critic(torch.cat([real, fake], dim=1))  # one pass over real and fake, (K, 2m)
+            parts: dict[str, list[Tensor]] = {}
+            for objective, rows in self.buckets:
+                loss, metrics = objective.critic_terms(v[rows, :m], v[rows, m:])
+                for name, value in {"critic": loss, **metrics}.items():
+                    parts.setdefault(name, []).append(value)
+            per_run = {name: _cat(values) for name, values in parts.items()}
+            self.critics.zero_grad()
+            per_run.pop("critic").sum().backward()  # independent runs: each its own gradient
+            self.critic_optimizer.step()
+            add_critic_metrics(logged, per_run, self.critic_steps)
+        _, z, fake_noise, _ = self._draw(real_noise=False)  # (the batch is drawn, as alone)
+        self.critics.requires_grad_(False)  # gradients flow only into the generators
+        v = critic(self._noisy(generate(z), fake_noise))
+        loss = _cat([objective.model_terms(v[rows]) for objective, rows in self.buckets])
+        self.models.zero_grad()
+        loss.sum().backward()
+        self.critics.requires_grad_(True)
+        self.model_optimizer.step()
+        logged["loss"] = loss.detach()
+        return logged
+
+
+def _cat(parts: list[Tensor]) -> Tensor:
+    """The buckets' values, one per run, as one (K,) tensor."""
+    return parts[0] if len(parts) == 1 else torch.cat(parts)

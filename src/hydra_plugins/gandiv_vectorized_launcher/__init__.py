@@ -1,0 +1,1 @@
+"""gandiv's `vectorized` Hydra launcher (`gandiv train -m hydra/launcher=vectorized ...`)."""

@@ -1,0 +1,44 @@
+"""The `vectorized` launcher: a sweep's compatible jobs trained together as one computation.
+
+It runs the sweep's jobs in this process like Hydra's basic launcher, except that each job that
+can join a vectorised group is only validated and built (its run directory set up) when its turn
+comes; after the last job, every group of such jobs — same shapes and cadences, differing only in
+seeds and scalar hyper-parameters — is trained as one batched computation
+(`gandiv.training.vectorized`), and each job still writes its own run directory with the numbers
+it gets alone. Jobs that cannot be vectorised train one by one in their turn, as with `basic`.
+
+This module is imported by Hydra's plugin discovery on every start: it imports no torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from hydra._internal.core_plugins.basic_launcher import BasicLauncher
+from hydra.core.utils import JobReturn
+
+
+class VectorizedLauncher(BasicLauncher):
+    """Hydra's basic launcher, with gandiv's vectorisable jobs trained together at the end."""
+
+    def __init__(self, max_group: int = 0) -> None:
+        super().__init__()
+        if isinstance(max_group, bool) or not isinstance(max_group, int) or max_group < 0:
+            from gandiv.errors import UserError
+
+            raise UserError(
+                "hydra.launcher.max_group",
+                f"must be an integer ≥ 0 (0: no limit), got {max_group!r}",
+            )
+        self.max_group = max_group
+
+    def launch(
+        self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+    ) -> Sequence[JobReturn]:
+        from gandiv.app import deferring
+        from gandiv.cli import train_deferred
+
+        with deferring() as pending:
+            returns = super().launch(job_overrides, initial_job_idx)
+        train_deferred(pending, self.max_group)
+        return returns
