@@ -14,7 +14,7 @@ from gandiv.models.flow import CouplingFlow
 from gandiv.models.linear import LinearGenerator
 from gandiv.models.mlp import MLPCritic, MLPGenerator
 from gandiv.training.stacked import StackedNetwork, StackedOptimizer, unstackable
-from gandiv.training.vectorized import VectorizedStep
+from gandiv.training.vectorized import CPU_GROUP_BYTES, VectorizedStep, cache_group_size
 
 from .conftest import metrics_without_time, read_json
 
@@ -249,8 +249,34 @@ def test_max_group_splits_the_groups_and_is_validated(gandiv, tmp_path):
     assert bad.code == 2
     assert bad.err.strip().splitlines() == [
         "gandiv train: error: hydra.launcher.max_group: "
-        "must be an integer ≥ 0 (0: no limit), got -1"
+        "must be auto or an integer ≥ 0 (0: no limit), got -1"
     ]
+
+
+@pytest.mark.parametrize(
+    ("width", "batch", "noise", "runs"),
+    [(32, 256, False, 8), (128, 256, False, 2), (64, 256, True, 2), (256, 1024, False, 1)],
+)
+def test_auto_groups_keep_a_layers_outputs_within_the_cpu_budget(width, batch, noise, runs):
+    from gandiv.data.spread import SpreadNoise
+    from gandiv.divergences import get_divergence
+    from gandiv.objectives.adversarial import VariationalDivergence
+
+    spread = SpreadNoise("gaussian", 0.1) if noise else None
+    objective = VariationalDivergence(
+        "ns_gan",
+        MLPCritic(2, width=width),
+        get_divergence("gan"),
+        "nonsaturating",
+        spread=spread,
+        spread_samples=2,
+    )
+    model = MLPGenerator(2, width=width)
+    cpu = torch.device("cpu")
+    assert cache_group_size(model, objective, batch, cpu) == runs
+    # (the group's outputs per layer: runs × (real + fake) × batch × copies × width × 4 bytes)
+    assert runs * 2 * batch * (2 if noise else 1) * width * 4 <= CPU_GROUP_BYTES or runs == 1
+    assert cache_group_size(model, objective, batch, torch.device("cuda")) == 0  # no limit
 
 
 def test_stacked_objective_losses_match_the_objectives_own(tmp_path):

@@ -64,7 +64,13 @@ from gandiv.training.figures import FigureSet, ImageFigures, RunFigures, save_fi
 from gandiv.training.loop import Cadence, RunTask, TrainResult, train_runs
 from gandiv.training.loop import train as train_loop
 from gandiv.training.run_dir import RunDirectory, atomic_write_bytes
-from gandiv.training.vectorized import VectorizedStep, loss_order, noise_shape, unvectorizable
+from gandiv.training.vectorized import (
+    VectorizedStep,
+    cache_group_size,
+    loss_order,
+    noise_shape,
+    unvectorizable,
+)
 
 log = logging.getLogger("gandiv")
 
@@ -241,17 +247,26 @@ def deferring() -> Iterator[list[PreparedRun]]:
         _deferred = None
 
 
-def vectorized_groups(pending: Sequence[PreparedRun], max_group: int) -> list[list[PreparedRun]]:
+def vectorized_groups(
+    pending: Sequence[PreparedRun], max_group: int | None
+) -> list[list[PreparedRun]]:
     """The set-aside jobs in groups of equal `PreparedRun.group_key`, in the sweep's order, each
-    cut into groups of at most `max_group` runs (0: no limit)."""
+    cut into groups of at most `max_group` runs (0: no limit; None: `cache_group_size`)."""
     groups: dict[Any, list[PreparedRun]] = {}
     for prepared in pending:
         groups.setdefault(prepared.group_key(), []).append(prepared)
-    return [
-        group[i : i + (max_group or len(group))]
-        for group in groups.values()
-        for i in range(0, len(group), max_group or len(group))
-    ]
+    cut = []
+    for group in groups.values():
+        first = group[0]
+        size = max_group
+        if size is None:
+            trainer = first.config.trainer
+            size = cache_group_size(
+                first.task.model, first.task.objective, trainer.batch_size, first.device
+            )
+        size = size or len(group)
+        cut += [group[i : i + size] for i in range(0, len(group), size)]
+    return cut
 
 
 def train_group(group: Sequence[PreparedRun]) -> list[tuple[PreparedRun, NumericalError]]:

@@ -142,7 +142,7 @@ def _sweep_job(nums: Sequence[int | None]) -> Iterator[None]:
         )
 
 
-def train_deferred(pending: Sequence[Any], max_group: int) -> None:
+def train_deferred(pending: Sequence[Any], max_group: int | None) -> None:
     """Train the sweep jobs set aside by the vectorized launcher: each group of compatible jobs as
     one vectorised computation, the others alone (see gandiv.app.train_group)."""
     from gandiv.app import train_group, vectorized_groups

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from gandiv.models.base import GenerativeModel, LatentGenerator
 from gandiv.objectives.adversarial import VariationalDivergence
@@ -42,6 +42,31 @@ def unvectorizable(model: GenerativeModel, objective: Objective) -> str | None:
     if not isinstance(model, LatentGenerator):
         return f"the model ({type(model).__name__}) is not a generator x = G(z)"
     return unstackable(model) or unstackable(objective.critic)
+
+
+# On the CPU, `max_group=auto` keeps a layer's outputs for a whole group within this many bytes:
+# beyond a core's L2 cache (2 MiB here, shared by the inputs, outputs and gradients of a layer)
+# the batched step streams its activations from memory and stops gaining (benchmarks/README.md).
+CPU_GROUP_BYTES = 512 * 1024
+
+
+def cache_group_size(
+    model: GenerativeModel, objective: Objective, batch_size: int, device: torch.device
+) -> int:
+    """The most runs of this shape `max_group=auto` puts in one group (0: no limit, on a GPU)."""
+    if device.type != "cpu":
+        return 0
+    assert isinstance(objective, VariationalDivergence)
+    widths = [
+        layer.out_features
+        for net in (model, objective.critic)
+        for layer in net.modules()
+        if isinstance(layer, nn.Linear)
+    ]
+    copies = objective.spread_samples if objective.spread is not None else 1
+    size = next(model.parameters()).element_size()
+    layer_bytes = 2 * batch_size * copies * max(widths, default=model.dim) * size  # real + fake
+    return max(1, CPU_GROUP_BYTES // layer_bytes)
 
 
 def noise_shape(objective: Objective) -> tuple[bool, int]:

@@ -21,16 +21,17 @@ from hydra.core.utils import JobReturn
 class VectorizedLauncher(BasicLauncher):
     """Hydra's basic launcher, with gandiv's vectorisable jobs trained together at the end."""
 
-    def __init__(self, max_group: int = 0) -> None:
+    def __init__(self, max_group: int | str = "auto") -> None:
         super().__init__()
-        if isinstance(max_group, bool) or not isinstance(max_group, int) or max_group < 0:
+        valid = isinstance(max_group, int) and not isinstance(max_group, bool) and max_group >= 0
+        if not valid and max_group != "auto":
             from gandiv.errors import UserError
 
             raise UserError(
                 "hydra.launcher.max_group",
-                f"must be an integer ≥ 0 (0: no limit), got {max_group!r}",
+                f"must be auto or an integer ≥ 0 (0: no limit), got {max_group!r}",
             )
-        self.max_group = max_group
+        self.max_group = None if max_group == "auto" else int(max_group)
 
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
