@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from gandiv.models.flow import CouplingFlow
+from gandiv.models.gaussian import GaussianModel
 from gandiv.models.linear import LinearGenerator
 from gandiv.models.mlp import MLPCritic, MLPGenerator
 from gandiv.training.stacked import StackedNetwork, StackedOptimizer, unstackable
@@ -44,22 +45,26 @@ def _networks(kind: str, k: int) -> list[nn.Module]:
             nets.append(MLPGenerator(2, latent_dim=3, width=8, depth=2))
         elif kind == "critic":
             nets.append(MLPCritic(2, width=8, depth=2))
+        elif kind == "gaussian":
+            nets.append(GaussianModel(2, init_std=0.5 + seed))
+            with torch.no_grad():  # a full Cholesky factor, not the diagonal it starts from
+                nets[-1].raw_scale_tril.add_(0.3 * torch.randn(2, 2))
         else:
             nets.append(LinearGenerator(3, latent_dim=2))
     return nets
 
 
-@pytest.mark.parametrize("kind", ["generator", "critic", "linear"])
+@pytest.mark.parametrize("kind", ["generator", "critic", "linear", "gaussian"])
 def test_a_stack_computes_each_members_own_output_and_gradient(kind):
     nets = _networks(kind, 3)
     alone = copy.deepcopy(nets)
     stack = StackedNetwork(nets)
-    inputs = torch.randn(3, 5, 2 if kind != "generator" else 3)
-    forward = stack.module.generate if kind != "critic" else stack.module  # type: ignore[union-attr]
+    inputs = torch.randn(3, 5, 3 if kind == "generator" else 2)
+    forward = stack.module if kind == "critic" else stack.module.transform  # type: ignore[union-attr]
     out = forward(inputs)
     out.square().sum().backward()
     for k, net in enumerate(alone):
-        own = net.generate(inputs[k]) if kind != "critic" else net(inputs[k])  # type: ignore[operator]
+        own = net(inputs[k]) if kind == "critic" else net.transform(inputs[k])  # type: ignore[operator]
         torch.testing.assert_close(out[k], own, rtol=1e-5, atol=1e-6)
         own.square().sum().backward()
         for (name, p), q in zip(net.named_parameters(), nets[k].parameters(), strict=True):
@@ -133,13 +138,13 @@ def _close(a: list[dict], b: list[dict], rtol: float = 1e-4) -> None:
 
 
 def _alone_and_grouped(
-    gandiv, tmp_path: Path, args: list[str], size: int
+    gandiv, tmp_path: Path, args: list[str], size: int, launcher: tuple[str, ...] = ()
 ) -> list[tuple[Path, Path]]:
     """Run the sweep `args` with the basic and the vectorized launcher (all its jobs one group of
     `size`); check each job's metrics agree; return the pairs of job directories."""
     alone = gandiv("train", "-m", "hydra.sweep.dir=alone", *args)
     assert alone.code == 0, alone.err
-    grouped = gandiv("train", "-m", "hydra.sweep.dir=grouped", VECTORIZED, *args)
+    grouped = gandiv("train", "-m", "hydra.sweep.dir=grouped", VECTORIZED, *launcher, *args)
     assert grouped.code == 0, grouped.err
     assert f"training {size} runs as one vectorised group" in grouped.out
     pairs = list(zip(_run_dirs(tmp_path / "alone"), _run_dirs(tmp_path / "grouped"), strict=True))
@@ -184,6 +189,16 @@ def test_runs_with_their_own_instance_noise_group_too(gandiv, tmp_path):
         *SMALL,
     ]
     _alone_and_grouped(gandiv, tmp_path, args, 4)
+
+
+def test_the_huszar_pi_sweep_preset_trains_as_one_group(gandiv, tmp_path):
+    """Gaussian models fitted by JS_π for five π (five critic steps per model step): one group,
+    each run's ground-truth metrics as alone."""
+    args = ["+experiment=huszar_pi_sweep", "trainer.steps=20", "trainer.eval_every=10"]
+    args += ["trainer.log_every=5", "trainer.num_samples=200", "plot.every=0", "plot.grid=30"]
+    launcher = ("hydra.launcher.max_group=0",)  # (auto: 2 at a time on a CPU, for batch 512)
+    for _, grouped in _alone_and_grouped(gandiv, tmp_path, args, 5, launcher):
+        assert "kl_pq" in metrics_without_time(grouped)[-1]
 
 
 def test_jobs_that_cannot_join_a_group_train_alone_in_the_same_sweep(gandiv, tmp_path):

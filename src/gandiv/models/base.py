@@ -29,10 +29,22 @@ class GenerativeModel(nn.Module, ABC):
 
     dim: int
     has_density: bool = False
+    # sample(n) = transform(noise(n)): the noise drawn apart from the map (vectorised groups draw
+    # each run's noise alone and map a stack of models at once; gandiv.training.vectorized)
+    separates_noise: bool = False
 
     @abstractmethod
     def sample(self, n: int, generator: torch.Generator) -> Tensor:
         """Return (n, dim) reparameterised samples, drawing all noise from ``generator``."""
+
+    def noise(self, n: int, generator: torch.Generator) -> Tensor:
+        """The noise behind n samples (models that `separates_noise`)."""
+        raise NotImplementedError(f"{type(self).__name__} does not draw its noise apart")
+
+    def transform(self, noise: Tensor) -> Tensor:
+        """Samples from `noise` (models that `separates_noise`); written so that a leading model
+        axis on the parameters and the noise maps through (gandiv.training.stacked)."""
+        raise NotImplementedError(f"{type(self).__name__} does not draw its noise apart")
 
     def log_prob(self, x: Tensor) -> Tensor:
         """Return log q(x), shape (n,), for x of shape (n, dim)."""
@@ -52,6 +64,7 @@ class LatentGenerator(GenerativeModel):
     """
 
     latent_dim: int
+    separates_noise = True
 
     @abstractmethod
     def generate(self, z: Tensor) -> Tensor:
@@ -67,3 +80,9 @@ class LatentGenerator(GenerativeModel):
 
     def sample(self, n: int, generator: torch.Generator) -> Tensor:
         return self.generate(self.latent_sample(n, generator))
+
+    def noise(self, n: int, generator: torch.Generator) -> Tensor:
+        return self.latent_sample(n, generator)
+
+    def transform(self, noise: Tensor) -> Tensor:
+        return self.generate(noise)

@@ -21,6 +21,7 @@ class GaussianModel(GenerativeModel):
     """
 
     has_density = True
+    separates_noise = True
 
     def __init__(self, dim: int, init_std: float = 1.0, init_mean_std: float = 0.1) -> None:
         super().__init__()
@@ -46,8 +47,8 @@ class GaussianModel(GenerativeModel):
     @property
     def scale_tril(self) -> Tensor:
         """The Cholesky factor L of the covariance, shape (dim, dim)."""
-        raw = self.raw_scale_tril
-        diag = F.softplus(torch.diagonal(raw)) + MIN_SCALE
+        raw = self.raw_scale_tril  # (the last two axes: a stack of models maps through)
+        diag = F.softplus(torch.diagonal(raw, dim1=-2, dim2=-1)) + MIN_SCALE
         return torch.tril(raw, diagonal=-1) + torch.diag_embed(diag)
 
     @property
@@ -61,8 +62,13 @@ class GaussianModel(GenerativeModel):
         return standard_normal_log_prob(eps) - torch.log(torch.diagonal(scale_tril)).sum()
 
     def sample(self, n: int, generator: torch.Generator) -> Tensor:
-        eps = standard_normal(n, self.dim, generator, like=self.loc)
-        return self.loc + eps @ self.scale_tril.T
+        return self.transform(self.noise(n, generator))
+
+    def noise(self, n: int, generator: torch.Generator) -> Tensor:
+        return standard_normal(n, self.dim, generator, like=self.loc)
+
+    def transform(self, noise: Tensor) -> Tensor:
+        return self.loc.unsqueeze(-2) + noise @ self.scale_tril.mT
 
     def log_prob(self, x: Tensor) -> Tensor:
         scale_tril = self.scale_tril

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from gandiv.models.gaussian import GaussianModel
 from gandiv.models.linear import LinearGenerator
 from gandiv.models.mlp import ACTIVATIONS, MLPCritic, MLPGenerator
 
@@ -35,9 +36,10 @@ class StackedLinear(nn.Module):
 
 
 # Modules whose parameters a stack can hold: their forward maps a leading model axis through
-# (linear layers become StackedLinear; LinearGenerator broadcasts over it by itself), and
-# parameter-free modules that act element-wise.
-_WITH_PARAMETERS: tuple[type[nn.Module], ...] = (nn.Linear, LinearGenerator)
+# (linear layers become StackedLinear; the linear and Gaussian models broadcast over it by
+# themselves), and parameter-free modules that act element-wise.
+_BROADCASTING: tuple[type[nn.Module], ...] = (LinearGenerator, GaussianModel)
+_WITH_PARAMETERS: tuple[type[nn.Module], ...] = (nn.Linear, *_BROADCASTING)
 _ELEMENTWISE: tuple[type[nn.Module], ...] = (
     *ACTIVATIONS.values(),
     nn.Sequential,
@@ -96,7 +98,7 @@ class StackedNetwork:
                 bias = stacked.get(f"{prefix}bias")
                 parent, _, child = path.rpartition(".")
                 setattr(module.get_submodule(parent), child, StackedLinear(weight, bias))
-            elif isinstance(sub, LinearGenerator):
+            elif isinstance(sub, _BROADCASTING):
                 for pname, _ in list(sub.named_parameters(recurse=False)):
                     setattr(sub, pname, stacked[f"{prefix}{pname}"])
         self.module = module

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from gandiv.models.base import GenerativeModel, LatentGenerator
+from gandiv.models.base import GenerativeModel
 from gandiv.objectives.adversarial import VariationalDivergence
 from gandiv.objectives.base import Objective
 from gandiv.training.loop import RunTask, add_critic_metrics
@@ -39,8 +39,8 @@ def unvectorizable(model: GenerativeModel, objective: Objective) -> str | None:
         return "objective.gradient_penalty > 0"
     if objective.critic_average is not None:
         return "objective.critic_ema > 0"
-    if not isinstance(model, LatentGenerator):
-        return f"the model ({type(model).__name__}) is not a generator x = G(z)"
+    if not model.separates_noise:
+        return f"the model ({type(model).__name__}) does not draw its noise apart"
     return unstackable(model) or unstackable(objective.critic)
 
 
@@ -123,8 +123,7 @@ class VectorizedStep:
         for t, objective in zip(self.tasks, self.objectives, strict=True):
             batch = t.splits.batch(self.batch_size, t.generator)
             batches.append(batch)
-            assert isinstance(t.model, LatentGenerator)
-            latents.append(t.model.latent_sample(self.batch_size, t.generator))
+            latents.append(t.model.noise(self.batch_size, t.generator))
             if objective.spread is not None:  # (the noise `VariationalDivergence.noisy` adds)
                 kernel = objective.spread.kernel_at(objective.step)
                 shape = (self.batch_size * objective.spread_samples, *batch.shape[1:])
@@ -147,8 +146,8 @@ class VectorizedStep:
 
     def __call__(self, step: int) -> dict[str, Tensor]:
         model, critic = self.models.module, self.critics.module
-        assert isinstance(model, LatentGenerator)
-        generate = model.generate
+        assert isinstance(model, GenerativeModel)
+        generate = model.transform
         for objective in self.objectives:
             objective.begin_step(step)
         logged: dict[str, Tensor] = {}
