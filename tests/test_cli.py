@@ -6,7 +6,23 @@ tests/reliability/test_bad_input.py.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
+
+from hydra.core.config_store import ConfigStore
+
+# Prints every help page in a fresh interpreter, then the heavy modules it imported.
+HELP_IMPORTS = """
+import sys
+from gandiv.cli import main
+for args in (["--help"], ["train", "--help"], ["eval", "--help"], ["plot", "--help"]):
+    try:
+        main(args)
+    except SystemExit as exit_:
+        assert not exit_.code, (args, exit_.code)
+print("imported:", sorted({m.split(".")[0] for m in sys.modules} & {"torch", "matplotlib"}))
+"""
 
 
 def test_help_lists_every_group_and_option(gandiv):
@@ -16,6 +32,20 @@ def test_help_lists_every_group_and_option(gandiv):
     for group in ("dataset", "model", "objective", "critic", "trainer"):
         options = sorted(p.stem for p in (conf / group).glob("*.yaml"))
         assert f"{group}: {', '.join(options)}" in result.out
+    assert "__deepcopy__" not in vars(ConfigStore)  # the help shared the store only while printing
+
+
+def test_help_imports_neither_torch_nor_matplotlib(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-c", HELP_IMPORTS],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "usage: gandiv <command>" in result.stdout and "dataset: celeba" in result.stdout
+    assert result.stdout.rstrip().endswith("imported: []")
 
 
 def test_top_level_help_and_eval_help(gandiv):

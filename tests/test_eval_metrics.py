@@ -265,6 +265,21 @@ def test_kde_ground_truth_in_one_dimension() -> None:
     assert float(out["kl_pq"]) == pytest.approx(expected["kl_pq"], rel=0.08)
 
 
+def test_kde_ground_truth_of_samples_that_all_coincide() -> None:
+    # a generator collapsed to one point: Scott's rule gives h = 0; the KDE is N(c, h²I) with h
+    # the grid spacing, whose divergences from N(0, I) have closed forms
+    c = torch.tensor([1.5, -0.5])
+    out = kde_ground_truth(STANDARD, c.expand(1000, 2).to(torch.float32))
+    h2 = float(out["bandwidth"]) ** 2
+    assert 0.0 < h2 < 0.1**2
+    shift = float(c.square().sum())
+    kl_qp = 0.5 * (2 * h2 + shift - 2 - 2 * math.log(h2))
+    kl_pq = 0.5 * (2 / h2 + shift / h2 - 2 + 2 * math.log(h2))
+    assert float(out["kl_qp"]) == pytest.approx(kl_qp, rel=1e-6)
+    assert float(out["kl_pq"]) == pytest.approx(kl_pq, rel=1e-6)
+    assert 0.6 < float(out["js"]) < math.log(2)
+
+
 def test_kde_ground_truth_refuses_higher_dimensions() -> None:
     data = gaussian([0.0, 0.0, 0.0], torch.eye(3))
     with pytest.raises(ValueError, match="dimension 1 or 2"):

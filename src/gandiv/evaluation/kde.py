@@ -129,7 +129,8 @@ def kde_ground_truth(
 
     `bandwidth` h defaults to Scott's rule capped at the data's smallest length scale: Scott's
     rule alone suits unimodal samples and over-smooths multimodal ones (ring8: h ≈ 0.2 against
-    component stds of 0.014).
+    component stds of 0.014). Samples that all coincide (Scott's h = 0) get the finest kernel the
+    largest grid integrates: h = the grid spacing.
 
     The box is the data's quadrature box widened to hold every kernel out to 8 h; the grid has
     `points` per dimension, by default the data grid's spacing refined to ≤ h/1.5 (within the
@@ -147,6 +148,9 @@ def kde_ground_truth(
     samples = samples[torch.isfinite(samples).all(dim=1)]
     if bandwidth is None:
         bandwidth = min(scott_bandwidth(samples), data.length_scale())
+        if bandwidth == 0.0:  # every sample the same point (a collapsed generator)
+            low, high = quadrature_box(data, samples)
+            bandwidth = float((high - low).max()) / MAX_POINTS[data.dim]
     elif not bandwidth > 0:
         raise ValueError(f"bandwidth must be > 0, got {bandwidth}")
     reach = _KERNEL_REACH * bandwidth

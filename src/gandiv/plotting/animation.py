@@ -8,16 +8,19 @@ axis (1-D) and the arrows' colour scale are fixed across frames so that motion i
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from matplotlib.animation import AbstractMovieWriter, FFMpegWriter, PillowWriter
+from matplotlib.animation import FFMpegWriter
 from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
+from PIL import Image
 
 from gandiv.plotting.gradients import (
     MAGNITUDE_LABEL,
@@ -44,7 +47,8 @@ from gandiv.plotting.style import (
     unit_arrows,
 )
 
-# Animation frames are rendered smaller than still figures: many frames, encoded twice (GIF, MP4).
+# Animation frames are rendered smaller than still figures: many frames, each encoded twice (GIF,
+# MP4).
 ANIMATION_DPI = 80
 RUG_BAND = 0.1  # 1-D: the strip below the density that holds the samples' rug
 
@@ -157,16 +161,67 @@ def write_animation(
     draw(0)
     fig.canvas.draw()
     fig.set_layout_engine("none")  # freeze the layout of frame 0: panels must not jitter
+    fig.set_dpi(ANIMATION_DPI)
+    canvas = fig.canvas
+    assert isinstance(canvas, FigureCanvasAgg)
+    width, height = canvas.get_width_height(physical=True)  # the renderer's size
     gif = Path(gif_path)
-    writers: list[tuple[AbstractMovieWriter, Path]] = [(PillowWriter(fps=fps), gif)]
-    if mp4_path is not None and FFMpegWriter.isAvailable():
-        writers.append((FFMpegWriter(fps=fps), Path(mp4_path)))
-    with ExitStack() as stack:  # one pass over the frames feeds every writer
-        for writer, path in writers:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            stack.enter_context(writer.saving(fig, path, ANIMATION_DPI))
+    written = [gif]
+    pictures = []
+    with ExitStack() as stack:
+        mp4 = None
+        if mp4_path is not None and FFMpegWriter.isAvailable():
+            mp4 = stack.enter_context(_Mp4(Path(mp4_path), (width, height), fps))
+            written.append(mp4.path)
         for i in range(len(frames)):
             draw(i)
-            for writer, _ in writers:
-                writer.grab_frame()
-    return [path for _, path in writers]
+            canvas.draw()  # each frame is rendered once, for the GIF and the MP4
+            rgba = canvas.buffer_rgba()
+            if mp4 is not None:
+                mp4.write(rgba)
+            pictures.append(_gif_picture(rgba, (width, height)))
+    gif.parent.mkdir(parents=True, exist_ok=True)
+    pictures[0].save(
+        gif, save_all=True, append_images=pictures[1:], duration=int(1000 / fps), loop=0
+    )
+    return written
+
+
+def _gif_picture(rgba: memoryview, size: tuple[int, int]) -> Image.Image:
+    """A GIF frame (a copy) of a rendered RGBA canvas, converted as matplotlib's `PillowWriter`
+    does: opaque frames through RGB, which quantises better."""
+    picture = Image.frombytes("RGBA", size, rgba)
+    return picture.convert("RGB") if (np.asarray(rgba)[..., 3] == 255).all() else picture
+
+
+class _Mp4:
+    """An H.264 MP4 written by ffmpeg from raw RGBA frames on a pipe: the command line of
+    matplotlib's `FFMpegWriter` with its default settings (``animation.codec`` h264, yuv420p for
+    players' sake), fed with frames rendered once for the GIF and the MP4 alike."""
+
+    def __init__(self, path: Path, size: tuple[int, int], fps: int) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # ffmpeg's output is read only at the end: -loglevel error keeps the pipe from filling
+        command = [
+            FFMpegWriter.bin_path(),
+            *("-f", "rawvideo", "-vcodec", "rawvideo", "-s", f"{size[0]}x{size[1]}"),
+            *("-pix_fmt", "rgba", "-framerate", str(fps), "-loglevel", "error", "-i", "pipe:"),
+            *("-vcodec", "h264", "-pix_fmt", "yuv420p", "-y", str(path)),
+        ]
+        self.process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+
+    def write(self, rgba: memoryview) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(rgba)
+
+    def __enter__(self) -> _Mp4:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        out, err = self.process.communicate()
+        code = self.process.returncode
+        if code and exc[0] is None:
+            raise subprocess.CalledProcessError(code, self.process.args, out, err)
