@@ -61,6 +61,7 @@ from gandiv.training.figures import ImageFigures, RunFigures, save_figures
 from gandiv.training.loop import Cadence, TrainResult
 from gandiv.training.loop import train as train_loop
 from gandiv.training.run_dir import RunDirectory, atomic_write_bytes
+from gandiv.training.speed import StepPrecision, compile_networks, resolve_precision, tune_device
 
 log = logging.getLogger("gandiv")
 
@@ -241,6 +242,8 @@ def _prepare_training(cfg: DictConfig, run: RunDirectory, multirun: bool) -> Any
             "trainer.batch_size",
             f"{trainer.batch_size} is larger than the training set (dataset.n_train={n_train})",
         )
+    precision = StepPrecision(resolve_precision(trainer.precision, device), device)
+    tune_device(device)
     if trainer.threads is not None:
         torch.set_num_threads(trainer.threads)
     torch.manual_seed(trainer.seed)
@@ -266,6 +269,8 @@ def _prepare_training(cfg: DictConfig, run: RunDirectory, multirun: bool) -> Any
         if objective.uses_critic
         else None
     )
+    if trainer.compile:
+        log.info("trainer.compile: compiling %s", ", ".join(compile_networks(model, objective)))
     splits: ToySplits | ImageSplits
     if isinstance(data, ImageData):
         assert images is not None
@@ -344,6 +349,7 @@ def _prepare_training(cfg: DictConfig, run: RunDirectory, multirun: bool) -> Any
             "dataset": config.dataset.name,
             "model": config.model.name,
             "objective": config.objective.name,
+            "precision": precision.name,
         }
         try:
             result = train_loop(
@@ -369,6 +375,7 @@ def _prepare_training(cfg: DictConfig, run: RunDirectory, multirun: bool) -> Any
                 config=plain,
                 resume_from=state,
                 progress=trainer.progress,
+                autocast=precision.autocast,
             )
         except NumericalError as err:
             record_failure(run, str(err), EXIT_NUMERICAL, **summary)

@@ -12,7 +12,7 @@ import logging
 import signal
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, Protocol
@@ -157,6 +157,7 @@ def train(
     figures: FigureSet | None = None,  # draws frames and figures at their cadences
     resume_from: dict[str, Any] | None = None,  # a loaded checkpoint to continue exactly
     progress: bool = True,  # show a progress bar when stderr is a terminal
+    autocast: Callable[[], AbstractContextManager[object]] = nullcontext,  # around the losses
 ) -> TrainResult:
     """Train `model` on `objective` for `cadence.steps` steps; return what the summary needs."""
     device = next(model.parameters()).device
@@ -267,7 +268,8 @@ def train(
             if critic_optimizer is not None:
                 for _ in range(critic_steps):
                     batch = splits.batch(batch_size, generator)
-                    critic_loss, metrics = objective.critic_loss(model, batch, generator)
+                    with autocast():
+                        critic_loss, metrics = objective.critic_loss(model, batch, generator)
                     critic_optimizer.zero_grad(set_to_none=True)
                     critic_loss.backward()
                     critic_optimizer.step()
@@ -276,7 +278,8 @@ def train(
                         for name, value in metrics.items():
                             accumulate(name, value / critic_steps if critic_steps > 1 else value)
             batch = splits.batch(batch_size, generator)
-            loss = objective.model_loss(model, batch, generator)
+            with autocast():
+                loss = objective.model_loss(model, batch, generator)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
