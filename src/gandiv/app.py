@@ -57,6 +57,14 @@ from gandiv.objectives.base import Objective
 from gandiv.objectives.spread import SpreadKL
 from gandiv.plotting.images import image_grid_figure
 from gandiv.sweep import csv_text, write_sweep_summary
+from gandiv.training.distributed import (
+    agree_signal,
+    current,
+    rank_checkpoint,
+    rank_seed,
+    replicate,
+    run_directory,
+)
 from gandiv.training.figures import ImageFigures, RunFigures, save_figures
 from gandiv.training.loop import Cadence, TrainResult
 from gandiv.training.loop import train as train_loop
@@ -153,6 +161,8 @@ def _status(run: RunDirectory) -> str | None:
 
 def _discard_unused(run: RunDirectory) -> None:
     """Remove a run directory Hydra created for a run that was refused before it started."""
+    if not run.writes:  # (torchrun) the directory is rank 0's
+        return
     if run.path.is_dir() and {p.name for p in run.path.iterdir()} <= {".hydra", "train.log"}:
         shutil.rmtree(run.path, ignore_errors=True)
 
@@ -184,7 +194,7 @@ def record_failure(run: RunDirectory, error: str, exit_code: int, **fields: Any)
 
 def train(cfg: DictConfig) -> None:
     """`gandiv train`: validate, build, train, write the run directory."""
-    run = RunDirectory(HydraConfig.get().runtime.output_dir)
+    run = run_directory(HydraConfig.get().runtime.output_dir, current())
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         session = _prepare_training(cfg, run, multirun)
@@ -220,7 +230,7 @@ def _prepare_training(cfg: DictConfig, run: RunDirectory, multirun: bool) -> Any
     # scheduler, e.g. submitit), or its sweep is run again into the same hydra.sweep.dir: it
     # continues exactly where it stopped; one that had already completed is kept as it is.
     if config.resume is not None or (multirun and run.checkpoint_path.is_file()):
-        state = run.load_checkpoint()
+        state = rank_checkpoint(run.load_checkpoint(), current())
         done = _status(run) == "completed" and int(state["step"]) == trainer.steps
         if config.resume is None and done and not _differences(state["config"], plain):
             log.info("%s: this job already completed; kept as it is", run.path)
@@ -277,7 +287,8 @@ def _prepare_training(cfg: DictConfig, run: RunDirectory, multirun: bool) -> Any
         splits = ImageSplits(images, device, data.on_device)
     else:
         splits = ToySplits(data, n_train, config.dataset.n_test, config.dataset.seed).to(device)
-    generator = torch.Generator(device=device).manual_seed(trainer.seed)
+    generator = torch.Generator(device=device).manual_seed(rank_seed(trainer.seed, current()))
+    replicate(current(), (model, objective), optimizer, critic_optimizer)
 
     critic_keys = ("critic", "trainer.lr_d", "trainer.betas_d", "trainer.critic_steps")
     unused = [o for o in _job_overrides() if o.lstrip("+~").startswith(critic_keys)]
@@ -331,7 +342,7 @@ def _prepare_training(cfg: DictConfig, run: RunDirectory, multirun: bool) -> Any
         return metrics
 
     figures = None
-    if data.dim <= 2 or isinstance(data, ImageData):
+    if (data.dim <= 2 or isinstance(data, ImageData)) and run.writes:
         figures = run_figures(config, data, model, objective, device)
 
     def session() -> None:
@@ -371,11 +382,12 @@ def _prepare_training(cfg: DictConfig, run: RunDirectory, multirun: bool) -> Any
                     config.plot.figures_every,
                 ),
                 figures=figures,
-                evaluate=evaluate if measured else None,
+                evaluate=evaluate if measured and run.writes else None,
                 config=plain,
                 resume_from=state,
                 progress=trainer.progress,
                 autocast=precision.autocast,
+                agree_signal=agree_signal,
             )
         except NumericalError as err:
             record_failure(run, str(err), EXIT_NUMERICAL, **summary)

@@ -158,6 +158,7 @@ def train(
     resume_from: dict[str, Any] | None = None,  # a loaded checkpoint to continue exactly
     progress: bool = True,  # show a progress bar when stderr is a terminal
     autocast: Callable[[], AbstractContextManager[object]] = nullcontext,  # around the losses
+    agree_signal: Callable[[int | None], int | None] | None = None,  # the ranks' stop signal
 ) -> TrainResult:
     """Train `model` on `objective` for `cadence.steps` steps; return what the summary needs."""
     device = next(model.parameters()).device
@@ -321,6 +322,8 @@ def train(
                 started = time.perf_counter()
                 checkpoint()
                 spent["checkpoint"] += time.perf_counter() - started
+            if agree_signal is not None:  # (torchrun) every rank stops at the same step
+                signals.signum = agree_signal(signals.signum)
             if signals.signum is not None and not final:
                 log.warning("signal %d received: checkpoint at step %d", signals.signum, step)
                 checkpoint()
