@@ -14,10 +14,8 @@ from torch import nn
 from gandiv.divergences import get_divergence
 from gandiv.objectives.adversarial import VariationalDivergence
 
-from .celeba_copy import COUNTS, make_copy, write_faces
+from .celeba_copy import COUNTS, SIZE, images, make_copy, write_faces
 from .conftest import only_run, read_json
-
-SIZE = 16  # tiny images (a 16×16 DCGAN: two stride-2 layers) so that runs take seconds
 
 
 @pytest.fixture(scope="module")
@@ -26,28 +24,6 @@ def copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("celeba")
     make_copy(write_faces(root / "faces"), root / "data", "torchvision")
     return root / "data"
-
-
-def images(root: Path, *extra: str) -> list[str]:
-    """Overrides of a tiny DCGAN image run (cache beside the copy, decoded in-process)."""
-    return [
-        "dataset=celeba",
-        f"dataset.root={root}",
-        f"dataset.size={SIZE}",
-        "dataset.crop=100",
-        "dataset.workers=0",
-        "model=dcgan",
-        "model.width=8",
-        "model.latent_dim=16",
-        "critic=dcgan",
-        "critic.width=8",
-        "trainer.batch_size=8",
-        "trainer.lr=0.0002",
-        "trainer.betas=[0.5,0.999]",
-        "trainer.log_every=5",
-        "trainer.num_samples=100",
-        *extra,
-    ]
 
 
 EVAL_TINY = ["eval.images.steps=5", "eval.images.batch_size=8", "eval.images.grid=16"]

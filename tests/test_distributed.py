@@ -17,7 +17,7 @@ from torch import nn
 from gandiv.errors import UserError
 from gandiv.training import distributed as D
 
-from .celeba_copy import make_copy, write_faces
+from .celeba_copy import images, make_copy, write_faces
 from .conftest import metrics_without_time, read_json, run_dirs
 
 WORLD = 2
@@ -181,24 +181,8 @@ def test_torchrun_trains_one_toy_run_that_resumes_exactly(tmp_path: Path):
 @pytest.mark.slow
 def test_torchrun_trains_a_dcgan_image_run(tmp_path: Path):
     make_copy(write_faces(tmp_path / "faces"), tmp_path / "data", "torchvision")
-    args = [
-        "dataset=celeba",
-        f"dataset.root={tmp_path / 'data'}",
-        "dataset.size=16",
-        "dataset.crop=100",
-        "dataset.workers=0",
-        "model=dcgan",
-        "model.width=8",
-        "model.latent_dim=16",
-        "critic=dcgan",
-        "critic.width=8",
-        "objective=ns_gan",
-        "trainer.batch_size=8",
-        "trainer.steps=6",
-        "trainer.log_every=3",
-        "plot.every=3",
-        "trainer.num_samples=16",
-    ]
+    args = images(tmp_path / "data", "objective=ns_gan", "trainer.steps=6", "trainer.log_every=3")
+    args += ["plot.every=3", "trainer.num_samples=16"]
     result = torchrun("train", *args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     (run,) = run_dirs(tmp_path)
