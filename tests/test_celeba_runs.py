@@ -15,7 +15,7 @@ from gandiv.divergences import get_divergence
 from gandiv.objectives.adversarial import VariationalDivergence
 
 from .celeba_copy import COUNTS, SIZE, images, make_copy, write_faces
-from .conftest import only_run, read_json
+from .conftest import final_model_state, metrics_without_time, only_run, read_json
 
 
 @pytest.fixture(scope="module")
@@ -205,3 +205,39 @@ def test_a_bf16_image_run_on_the_cpu_stays_close_to_float32(gandiv, tmp_path: Pa
     assert losses["bf16"].shape == (3, 2) and np.isfinite(losses["bf16"]).all()
     assert not np.array_equal(losses["bf16"], losses["fp32"])  # autocast did change the step
     np.testing.assert_allclose(losses["bf16"], losses["fp32"], rtol=0.05)
+
+
+def test_an_interrupted_image_run_resumes_to_the_uninterrupted_metrics(
+    gandiv, tmp_path: Path, copy: Path
+):
+    """A DCGAN run stopped at step 6 (its checkpoint) and resumed ends as one never stopped:
+    the same metrics.jsonl (less time_s) and the same parameters, BatchNorm statistics too."""
+    args = images(copy, "objective=ns_gan", "trainer.log_every=3", "trainer.checkpoint_every=6")
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    result = gandiv("train", *args, "trainer.steps=12", "plot.every=6", f"hydra.run.dir={whole}")
+    assert result.code == 0, result.err
+    result = gandiv("train", *args, "trainer.steps=6", "plot.every=6", f"hydra.run.dir={part}")
+    assert result.code == 0, result.err
+    result = gandiv("train", f"resume={part}", "trainer.steps=12")
+    assert result.code == 0, result.err
+    assert [r["step"] for r in metrics_without_time(part)] == [3, 6, 9, 12]
+    assert metrics_without_time(part) == metrics_without_time(whole)
+    resumed, uninterrupted = final_model_state(part), final_model_state(whole)
+    assert any("running_var" in k for k in resumed)
+    for key, value in uninterrupted.items():
+        assert torch.equal(resumed[key], value), key
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("on_device", ["true", "false"])
+def test_an_image_run_on_cuda_trains_in_bf16_with_cudnn_autotuning(
+    gandiv, tmp_path: Path, copy: Path, on_device: str
+):
+    args = images(copy, "objective=ns_gan", "trainer.steps=6", "plot.every=0")
+    result = gandiv("train", *args, "trainer.device=cuda", f"dataset.on_device={on_device}")
+    assert result.code == 0, result.err
+    summary = read_json(only_run(tmp_path) / "summary.json")
+    assert summary["status"] == "completed" and np.isfinite(summary["loss"])
+    assert summary["precision"] == ("bf16" if torch.cuda.is_bf16_supported() else "fp32")
+    assert torch.backends.cudnn.benchmark

@@ -281,13 +281,14 @@ def _prepare_training(cfg: DictConfig, run: RunDirectory, multirun: bool) -> Any
     )
     if trainer.compile:
         log.info("trainer.compile: compiling %s", ", ".join(compile_networks(model, objective)))
+    seed = rank_seed(trainer.seed, current())  # (torchrun: each rank its own stream)
     splits: ToySplits | ImageSplits
     if isinstance(data, ImageData):
         assert images is not None
-        splits = ImageSplits(images, device, data.on_device)
+        splits = ImageSplits(images, device, data.on_device, seed)
     else:
         splits = ToySplits(data, n_train, config.dataset.n_test, config.dataset.seed).to(device)
-    generator = torch.Generator(device=device).manual_seed(rank_seed(trainer.seed, current()))
+    generator = torch.Generator(device=device).manual_seed(seed)
     replicate(current(), (model, objective), optimizer, critic_optimizer)
 
     critic_keys = ("critic", "trainer.lr_d", "trainer.betas_d", "trainer.critic_steps")

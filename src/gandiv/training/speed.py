@@ -21,10 +21,12 @@ PRECISIONS = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
 
 def resolve_precision(name: str, device: torch.device) -> str:
-    """``auto`` is bf16 on CUDA and fp32 on the CPU (where bf16 matrix units are rare)."""
+    """``auto`` is bf16 on CUDA (fp32 on GPUs without bf16) and fp32 on the CPU (where bf16
+    matrix units are rare)."""
+    bf16_gpu = device.type == "cuda" and torch.cuda.is_bf16_supported()
     if name == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
-    if name == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return "bf16" if bf16_gpu else "fp32"
+    if name == "bf16" and device.type == "cuda" and not bf16_gpu:
         raise UserError(
             "trainer.precision", "bf16 needs a GPU with bfloat16 support; use fp32 or auto"
         )
