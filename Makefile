@@ -45,11 +45,12 @@ format: install ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix src tests benchmarks
 	$(BIN)/ruff format src tests benchmarks
 
-bench: install ## benchmarks (ratios, see benchmarks/README.md): steps against plain PyTorch; sweeps
+bench: install ## benchmarks (ratios, see benchmarks/README.md): steps against plain PyTorch; sweeps; DCGAN images/s
 	$(BIN)/python benchmarks/bench_step.py
 	$(BIN)/python benchmarks/bench_gan.py
 	$(BIN)/python benchmarks/bench_levers.py
 	$(BIN)/python benchmarks/bench_sweep.py
+	$(BIN)/python benchmarks/bench_images.py
 
 clean: ## remove the environment and every run output
 	rm -rf $(VENV) outputs multirun .pytest_cache .mypy_cache .ruff_cache

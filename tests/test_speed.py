@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from gandiv.errors import UserError
-from gandiv.models import MLPGenerator
+from gandiv.models import CouplingFlow, GaussianModel, MLPGenerator
 from gandiv.models.mlp import MLPCritic
 from gandiv.training.speed import StepPrecision, compile_networks, resolve_precision
 
@@ -44,6 +44,12 @@ def test_compiling_keeps_the_networks_state_dict_keys():
     keys = list(model.state_dict())
     assert compile_networks(model) == ["MLPGenerator.net"]
     assert list(model.state_dict()) == keys
+
+
+def test_the_networks_inside_other_modules_are_compiled_and_parameters_alone_are_not():
+    flow = CouplingFlow(2, depth=2, width=8, hidden_layers=1)  # sampled forward, scored inverse
+    assert compile_networks(flow) == ["CouplingFlow.layers.0.net", "CouplingFlow.layers.1.net"]
+    assert compile_networks(GaussianModel(2)) == []  # a mean and a scale: nothing to compile
 
 
 GAN = ["model=mlp", "objective=ns_gan", "model.width=16", "critic.width=16", "plot.every=0"]

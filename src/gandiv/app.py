@@ -280,7 +280,8 @@ def _prepare_training(cfg: DictConfig, run: RunDirectory, multirun: bool) -> Any
         else None
     )
     if trainer.compile:
-        log.info("trainer.compile: compiling %s", ", ".join(compile_networks(model, objective)))
+        compiled = compile_networks(model, objective)
+        log.info("trainer.compile: compiling %s", ", ".join(compiled) or "nothing (no networks)")
     seed = rank_seed(trainer.seed, current())  # (torchrun: each rank its own stream)
     splits: ToySplits | ImageSplits
     if isinstance(data, ImageData):

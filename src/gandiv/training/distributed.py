@@ -184,6 +184,15 @@ def state_digest(state: dict[str, Any]) -> str:
     return digest.hexdigest()
 
 
+def _on_cpu(value: Any) -> Any:
+    """`value` with its tensors (at any depth of dicts) copied to the CPU, for pickling."""
+    if isinstance(value, torch.Tensor):
+        return value.cpu()
+    if isinstance(value, dict):
+        return {k: _on_cpu(v) for k, v in value.items()}
+    return value
+
+
 class ReplicatedRunDirectory(RunDirectory):
     """The run directory as every rank sees it: rank 0 writes, the others write nothing.
 
@@ -198,7 +207,7 @@ class ReplicatedRunDirectory(RunDirectory):
         self.writes = ranks.main
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
-        mine = {k: state[k] for k in PER_RANK_KEYS} | {"digest": state_digest(state)}
+        mine = {k: _on_cpu(state[k]) for k in PER_RANK_KEYS} | {"digest": state_digest(state)}
         gathered: list[Any] = [None] * self.ranks.world_size
         dist.all_gather_object(gathered, mine, group=_control)
         if not self.ranks.main:

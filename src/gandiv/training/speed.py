@@ -54,13 +54,23 @@ def tune_device(device: torch.device) -> None:
 
 
 def compile_networks(*owners: nn.Module) -> list[str]:
-    """Compile every network (child module with parameters) of `owners` in place; return their
-    names. The owners themselves are not compiled: their methods (`sample`, `critic_loss`) are
-    not `forward`, while the networks are called as modules."""
+    """Compile the networks of `owners` in place and return their names: each `nn.Sequential`
+    and each layer with parameters outside one, found by descending through the other modules.
+    Those are what the models and objectives call as modules; the modules around them are
+    reached through other methods (`sample`, `inverse`, `critic_loss`), which compiling a
+    module's `forward` would miss."""
     compiled = []
-    for owner in owners:
-        for name, child in owner.named_children():
-            if any(True for _ in child.parameters()):
+
+    def visit(prefix: str, module: nn.Module) -> None:
+        for name, child in module.named_children():
+            path = f"{prefix}.{name}"
+            leaf = next(child.children(), None) is None
+            if isinstance(child, nn.Sequential) or (leaf and any(True for _ in child.parameters())):
                 child.compile()
-                compiled.append(f"{type(owner).__name__}.{name}")
+                compiled.append(path)
+            else:
+                visit(path, child)
+
+    for owner in owners:
+        visit(type(owner).__name__, owner)
     return compiled
