@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -108,14 +110,20 @@ def test_what_torchrun_cannot_run_is_refused(
     assert result.code == 2 and result.err.count("\n") == 1 and message in result.err, result.err
 
 
-def torchrun(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    """`torchrun --standalone --nproc_per_node=2 -m gandiv ARGS` in a subprocess."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+def torchrun_command(*args: str) -> list[str]:
+    """`torchrun --standalone --nproc_per_node=2 -m gandiv ARGS`."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    return [*command, f"--nproc_per_node={WORLD}", "-m", "gandiv", *args]
+
+
+TORCHRUN_ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+
+
+def torchrun(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [*command, f"--nproc_per_node={WORLD}", "-m", "gandiv", *args],
+        torchrun_command(*args),
         cwd=cwd,
-        env=env,
+        env=TORCHRUN_ENV,
         capture_output=True,
         text=True,
         timeout=300,
@@ -190,3 +198,32 @@ def test_torchrun_trains_a_dcgan_image_run(tmp_path: Path):
     assert any("running_mean" in k for k in state["model"])  # BatchNorm buffers agree too
     assert [r["step"] for r in metrics_without_time(run)] == [3, 6]
     assert (run / "figures" / "samples.png").is_file()
+
+
+@pytest.mark.slow
+def test_sigterm_to_torchrun_checkpoints_every_rank_at_one_step_and_the_run_resumes(
+    tmp_path: Path,
+):
+    run = tmp_path / "run"
+    args = [*TOY, "trainer.steps=1000000", "trainer.checkpoint_every=0", "plot.every=0"]
+    with subprocess.Popen(
+        torchrun_command("train", *args, f"hydra.run.dir={run}"),
+        cwd=tmp_path,
+        env=TORCHRUN_ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    ) as process:
+        deadline = time.monotonic() + 120
+        while not (run / "metrics.jsonl").is_file() or not (run / "metrics.jsonl").stat().st_size:
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.2)
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=120)
+    summary = read_json(run / "summary.json")
+    assert summary["status"] == "interrupted" and summary["signal"] == signal.SIGTERM
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert len({r["digest"] for r in state["ranks"]}) == 1  # both ranks stopped at one step
+    stopped = int(state["step"])
+    result = torchrun("train", f"resume={run}", f"trainer.steps={stopped + 10}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    _check_one_run_by_rank_0(run, stopped + 10)
