@@ -20,7 +20,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -41,6 +41,9 @@ from gandiv.errors import (
     NumericalError,
     UserError,
 )
+
+if TYPE_CHECKING:  # (imported where used: it imports torch)
+    from gandiv.training.distributed import Ranks
 
 USAGE = """\
 usage: gandiv <command> [overrides ...]
@@ -257,7 +260,7 @@ class ClaimRunDir(Callback):
                 path = f"{base}-{suffix}"
 
 
-def _torchrun_ranks() -> Any:
+def _torchrun_ranks() -> Ranks | None:
     """This process's `Ranks` when torchrun started several processes (None: one process)."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return None
