@@ -24,7 +24,7 @@ import atexit
 import hashlib
 import os
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,25 +110,31 @@ def rank_seed(seed: int, ranks: Ranks) -> int:
     return seed + RANK_SEED_OFFSET * ranks.rank
 
 
-def _buckets(tensors: Iterable[torch.Tensor]) -> list[list[torch.Tensor]]:
-    """Tensors grouped by device and dtype (one flattened collective each)."""
-    groups: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = defaultdict(list)
+def _flattened(
+    tensors: Iterable[torch.Tensor], collective: Callable[[torch.Tensor], object]
+) -> None:
+    """Run `collective` in place on `tensors`, one flattened bucket per device and dtype."""
+    buckets: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = defaultdict(list)
     for t in tensors:
-        groups[(t.device, t.dtype)].append(t)
-    return list(groups.values())
+        buckets[(t.device, t.dtype)].append(t)
+    for bucket in buckets.values():
+        flat = torch.cat([t.reshape(-1) for t in bucket])
+        collective(flat)
+        offset = 0
+        for t in bucket:
+            t.copy_(flat[offset : offset + t.numel()].view_as(t))
+            offset += t.numel()
 
 
 def average_gradients(params: Iterable[nn.Parameter], world_size: int) -> None:
     """Replace each gradient by its mean over the ranks (parameters without one are skipped:
     the same ones on every rank, since every rank runs the same step)."""
-    for bucket in _buckets(p.grad for p in params if p.grad is not None):
-        flat = torch.cat([g.reshape(-1) for g in bucket])
+
+    def mean(flat: torch.Tensor) -> None:
         dist.all_reduce(flat)
         flat.div_(world_size)
-        offset = 0
-        for g in bucket:
-            g.copy_(flat[offset : offset + g.numel()].view_as(g))
-            offset += g.numel()
+
+    _flattened((p.grad for p in params if p.grad is not None), mean)
 
 
 def broadcast_state(modules: Iterable[nn.Module], parameters: bool) -> None:
@@ -138,13 +144,7 @@ def broadcast_state(modules: Iterable[nn.Module], parameters: bool) -> None:
         tensors += [b for b in module.buffers() if b.is_floating_point() or b.dtype == torch.long]
         if parameters:
             tensors += [p.data for p in module.parameters()]
-    for bucket in _buckets(tensors):
-        flat = torch.cat([t.reshape(-1) for t in bucket])
-        dist.broadcast(flat, src=0)
-        offset = 0
-        for t in bucket:
-            t.copy_(flat[offset : offset + t.numel()].view_as(t))
-            offset += t.numel()
+    _flattened(tensors, lambda flat: dist.broadcast(flat, src=0))
 
 
 def replicate(
