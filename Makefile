@@ -45,12 +45,14 @@ format: install ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix src tests benchmarks
 	$(BIN)/ruff format src tests benchmarks
 
-bench: install ## benchmarks (ratios, see benchmarks/README.md): steps against plain PyTorch; sweeps; whole runs
+bench: install ## benchmarks (ratios, see benchmarks/README.md): steps against plain PyTorch; vectorised groups; sweeps; whole runs; DCGAN images/s
 	$(BIN)/python benchmarks/bench_step.py
 	$(BIN)/python benchmarks/bench_gan.py
 	$(BIN)/python benchmarks/bench_levers.py
 	$(BIN)/python benchmarks/bench_sweep.py
+	$(BIN)/python benchmarks/bench_vectorized.py
 	$(BIN)/python benchmarks/bench_run.py --eval
+	$(BIN)/python benchmarks/bench_images.py
 
 clean: ## remove the environment and every run output
 	rm -rf $(VENV) outputs multirun .pytest_cache .mypy_cache .ruff_cache

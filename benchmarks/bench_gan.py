@@ -19,10 +19,12 @@ read the ratios. `python benchmarks/bench_gan.py --rounds 3`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +36,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from gandiv import config as C
 from gandiv.build import build_dataset, build_model, build_objective, build_optimizer
 from gandiv.data.splits import ToySplits
-from gandiv.training.loop import Cadence, RunTask, train
+from gandiv.models.base import GenerativeModel
+from gandiv.objectives.base import Objective
+from gandiv.training.loop import BatchSource, Cadence, RunTask, TrainResult, train
 from gandiv.training.run_dir import RunDirectory
 
 SHAPES = [(128, 256), (128, 1024), (256, 256), (256, 1024)]
@@ -80,7 +84,7 @@ def gandiv_loop(
     chunked: bool = True,
     freeze_critic: bool = True,
     compile_nets: bool = False,
-) -> Callable[[int], None]:
+) -> Callable[[int], object]:
     """Run `steps` steps of gandiv's own loop (fresh run directory each call, objects kept).
 
     The keywords undo one lever each, for `bench_levers.py`: `adam` builds Adam with these
@@ -95,18 +99,13 @@ def gandiv_loop(
     objective = build_objective(
         config.objective, data, config.critic, config.trainer.grid_points, model=model
     )
-    trainer = config.trainer
-    optimizer = build_optimizer(model.parameters(), trainer.optimizer, trainer.lr, trainer.betas)
-    critic_optimizer = build_optimizer(
-        objective.critic_parameters(),
-        trainer.optimizer,
-        trainer.lr_d or trainer.lr,
-        trainer.betas_d or trainer.betas,
-    )
+    splits = (ToySplits if chunked else _UnchunkedSplits)(data, None, 2, 0)
+    task = task_of(config, model, objective, splits, torch.Generator().manual_seed(0))
     if adam is not None:
+        trainer = config.trainer
         betas = (trainer.betas[0], trainer.betas[1])
-        optimizer = torch.optim.Adam(model.parameters(), lr=trainer.lr, betas=betas, **adam)
-        critic_optimizer = torch.optim.Adam(
+        task.optimizer = torch.optim.Adam(model.parameters(), lr=trainer.lr, betas=betas, **adam)
+        task.critic_optimizer = torch.optim.Adam(
             objective.critic_parameters(), lr=trainer.lr, betas=betas, **adam
         )
     critic = objective.critic
@@ -117,29 +116,65 @@ def gandiv_loop(
         for net in (model.net, critic.net):
             assert isinstance(net, nn.Module)
             net.forward = torch.compile(net.forward, dynamic=False)
-    splits = (ToySplits if chunked else _UnchunkedSplits)(data, None, 2, 0)
-    generator = torch.Generator().manual_seed(0)
-    tmp = Path(tempfile.mkdtemp(prefix="bench-gan-"))
+    loop = steps_of(task, critic_steps=1, batch_size=batch, log_every=100)
+    return loop
+
+
+def task_of(
+    config: C.TrainConfig,
+    model: GenerativeModel,
+    objective: Objective,
+    splits: BatchSource,
+    generator: torch.Generator,
+    run: RunDirectory | None = None,
+) -> RunTask:
+    """A run's parts with its optimisers built as `gandiv train` builds them (no evaluation,
+    figures or config; `run`: a placeholder that `steps_of` replaces)."""
+    trainer = config.trainer
+    return RunTask(
+        run=run or RunDirectory(tempfile.mkdtemp(prefix="bench-")),
+        splits=splits,
+        model=model,
+        objective=objective,
+        optimizer=build_optimizer(
+            [*model.parameters(), *objective.joint_parameters()],
+            trainer.optimizer,
+            trainer.lr_g or trainer.lr,
+            trainer.betas,
+        ),
+        critic_optimizer=build_optimizer(
+            objective.critic_parameters(),
+            trainer.optimizer,
+            trainer.lr_d or trainer.lr,
+            trainer.betas_d or trainer.betas,
+        ),
+        generator=generator,
+        evaluate=None,
+        config={},
+    )
+
+
+def steps_of(
+    task: RunTask,
+    *,
+    critic_steps: int,
+    batch_size: int,
+    log_every: int,
+    autocast: Callable[[], AbstractContextManager[object]] = nullcontext,
+) -> Callable[[int], TrainResult]:
+    """`run(steps)`: `steps` steps of gandiv's own loop on `task`'s objects (kept between calls),
+    logging every `log_every` steps, no evaluation or figures, into a fresh run directory."""
+    tmp = Path(tempfile.mkdtemp(prefix="bench-"))
     calls = iter(range(1_000_000))
 
-    def run(steps: int) -> None:
-        task = RunTask(
-            run=RunDirectory(tmp / str(next(calls))),
-            splits=splits,
-            model=model,
-            objective=objective,
-            optimizer=optimizer,
-            critic_optimizer=critic_optimizer,
-            generator=generator,
-            evaluate=None,
-            config={},
-        )
-        train(
-            task,
-            critic_steps=1,
-            batch_size=batch,
-            cadence=Cadence(steps, 100, 0, 0),
+    def run(steps: int) -> TrainResult:
+        return train(
+            dataclasses.replace(task, run=RunDirectory(tmp / str(next(calls)))),
+            critic_steps=critic_steps,
+            batch_size=batch_size,
+            cadence=Cadence(steps, log_every, 0, 0),
             progress=False,
+            autocast=autocast,
         )
 
     return run
@@ -152,7 +187,7 @@ def _mlp(inputs: int, outputs: int, width: int, activation: type[nn.Module]) -> 
     return nn.Sequential(*layers, nn.Linear(width, outputs))
 
 
-def reference_loop(width: int, batch: int) -> Callable[[int], None]:
+def reference_loop(width: int, batch: int) -> Callable[[int], object]:
     """The canonical GAN step, written by hand."""
     torch.manual_seed(0)
     means = torch.tensor([[-2.0, -1.0], [2.0, 1.0]])
@@ -218,14 +253,14 @@ def op_cost(calls: int = 20_000) -> float:
     return (time.perf_counter() - started) / calls
 
 
-def dispatches(run: Callable[[int], None], steps: int = 100) -> float:
+def dispatches(run: Callable[[int], object], steps: int = 100) -> float:
     """Operators dispatched per step (averaged over `steps`, loop bookkeeping included)."""
     with _CountOps() as counter:
         run(steps)
     return counter.count / steps
 
 
-def steps_per_s(run: Callable[[int], None], seconds: float) -> float:
+def steps_per_s(run: Callable[[int], object], seconds: float) -> float:
     started = time.perf_counter()
     run(5)
     probe = max(5.0 / (time.perf_counter() - started) * seconds, 20)
@@ -236,9 +271,9 @@ def steps_per_s(run: Callable[[int], None], seconds: float) -> float:
 
 
 def interleaved(
-    loops: dict[str, Callable[[int], None]],
+    loops: dict[str, Callable[[int], object]],
     rounds: int,
-    rate: Callable[[Callable[[int], None]], float],
+    rate: Callable[[Callable[[int], object]], float],
 ) -> dict[str, float]:
     """The median `rate` of each loop over `rounds` rounds, the order alternating between rounds
     (so that load drifting over a run hits every loop alike)."""

@@ -20,7 +20,7 @@ import torch
 
 from bench_gan import dispatches, gandiv_loop, steps_per_s
 
-Loop = Callable[[int], None]
+Loop = Callable[[int], object]
 
 
 def with_threads(run: Loop, threads: int) -> Loop:

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import torch
 
-from bench_gan import gan_config, interleaved, mm_rate, print_header, step_flops
-from gandiv.build import build_dataset, build_model, build_objective, build_optimizer
+from bench_gan import gan_config, interleaved, mm_rate, print_header, step_flops, task_of
+from gandiv.build import build_dataset, build_model, build_objective
 from gandiv.data.splits import ToySplits
 from gandiv.training.loop import Cadence, ObjectiveStep, RunTask, train_runs
 from gandiv.training.run_dir import RunDirectory
@@ -52,27 +52,12 @@ def build_runs(width: int, batch: int, k: int) -> list[RunTask]:
         objective = build_objective(
             config.objective, data, config.critic, trainer.grid_points, model=model
         )
-        tasks.append(
-            RunTask(
-                run=RunDirectory(tempfile.mkdtemp(prefix="bench-vec-")),
-                splits=ToySplits(data, None, 2, seed),
-                model=model,
-                objective=objective,
-                optimizer=build_optimizer(
-                    model.parameters(), trainer.optimizer, trainer.lr, trainer.betas
-                ),
-                critic_optimizer=build_optimizer(
-                    objective.critic_parameters(), trainer.optimizer, trainer.lr, trainer.betas
-                ),
-                generator=torch.Generator().manual_seed(seed),
-                evaluate=None,
-                config={},
-            )
-        )
+        splits = ToySplits(data, None, 2, seed)
+        tasks.append(task_of(config, model, objective, splits, torch.Generator().manual_seed(seed)))
     return tasks
 
 
-def runners(width: int, batch: int, k: int) -> dict[str, Callable[[int], None]]:
+def runners(width: int, batch: int, k: int) -> dict[str, Callable[[int], object]]:
     """`run(steps)` for both ways of training the same K runs (a fresh run directory per call)."""
     tasks = build_runs(width, batch, k)
     calls = iter(range(1_000_000))
@@ -97,7 +82,7 @@ def runners(width: int, batch: int, k: int) -> dict[str, Callable[[int], None]]:
     return {"sequential": sequential, "vectorised": vectorised}
 
 
-def run_steps_per_s(run: Callable[[int], None], k: int, seconds: float) -> float:
+def run_steps_per_s(run: Callable[[int], object], k: int, seconds: float) -> float:
     started = time.perf_counter()
     run(5)
     steps = int(max(5.0 / (time.perf_counter() - started) * seconds, 20))

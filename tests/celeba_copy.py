@@ -1,4 +1,5 @@
-"""A tiny CelebA-shaped copy for tests: face-like JPEGs and a partition file, in either layout."""
+"""A tiny CelebA-shaped copy for tests: face-like JPEGs and a partition file, in either layout;
+the overrides of a tiny DCGAN run on it."""
 
 from __future__ import annotations
 
@@ -62,3 +63,28 @@ def write_faces(folder: Path) -> Path:
     for i, (name, _) in enumerate(names()):
         face(i).save(folder / name, quality=90)
     return folder
+
+
+SIZE = 16  # tiny images (a 16×16 DCGAN: two stride-2 layers) so that runs take seconds
+
+
+def images(root: Path, *extra: str) -> list[str]:
+    """Overrides of a tiny DCGAN image run (cache beside the copy, decoded in-process)."""
+    return [
+        "dataset=celeba",
+        f"dataset.root={root}",
+        f"dataset.size={SIZE}",
+        "dataset.crop=100",
+        "dataset.workers=0",
+        "model=dcgan",
+        "model.width=8",
+        "model.latent_dim=16",
+        "critic=dcgan",
+        "critic.width=8",
+        "trainer.batch_size=8",
+        "trainer.lr=0.0002",
+        "trainer.betas=[0.5,0.999]",
+        "trainer.log_every=5",
+        "trainer.num_samples=100",
+        *extra,
+    ]

@@ -12,7 +12,8 @@ import torch
 from PIL import Image
 
 from gandiv.data import celeba
-from gandiv.data.celeba import ImageSampler, load_celeba, preprocess_image
+from gandiv.data.celeba import CelebA, ImageSampler, load_celeba, preprocess_image
+from gandiv.data.images import ImageSplits
 from gandiv.divergences import get_divergence
 from gandiv.errors import UserError
 from gandiv.models import MLPCritic, MLPGenerator
@@ -403,8 +404,13 @@ def test_disk_space_is_reserved_before_decoding(
 
 
 @pytest.fixture
-def train_images(root: Path, tmp_path: Path) -> np.ndarray:
-    return load_celeba(root, cache_dir=tmp_path / "cache", workers=0, progress=False).split("train")
+def copy_data(root: Path, tmp_path: Path) -> CelebA:
+    return load_celeba(root, cache_dir=tmp_path / "cache", workers=0, progress=False)
+
+
+@pytest.fixture
+def train_images(copy_data: CelebA) -> np.ndarray:
+    return copy_data.split("train")
 
 
 def test_batches_are_images_in_unit_range_determined_by_the_seed(train_images: np.ndarray) -> None:
@@ -453,6 +459,35 @@ def test_auto_keeps_the_images_on_a_cuda_device(train_images: np.ndarray) -> Non
     cpu = ImageSampler(train_images, "cpu")
     index = torch.randint(len(train_images), (8,), generator=torch.Generator("cuda").manual_seed(0))
     torch.testing.assert_close(batch.cpu(), cpu.take(index.cpu()))
+
+
+def test_cpu_training_draws_image_batches_with_the_training_generator(copy_data: CelebA) -> None:
+    splits = ImageSplits(copy_data, torch.device("cpu"), on_device=False, seed=5)
+    assert splits.host_generator is None and splits.state_dict() == {}
+    generator = torch.Generator().manual_seed(1)
+    before = generator.get_state()
+    splits.batch(4, generator)
+    assert not torch.equal(generator.get_state(), before)  # the batch came from this stream
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_host_resident_images_are_drawn_with_a_cpu_generator_on_cuda(copy_data: CelebA) -> None:
+    """With the images in host memory (on_device=false) the indices never cross from the GPU:
+    they are drawn by the splits' own CPU generator, which a checkpoint carries."""
+    splits = ImageSplits(copy_data, torch.device("cuda"), on_device=False, seed=5)
+    assert splits.images_device.type == "cpu"
+    assert splits.host_generator is not None and splits.host_generator.device.type == "cpu"
+    generator = torch.Generator("cuda").manual_seed(0)
+    before = generator.get_state()
+    saved = splits.state_dict()
+    first = splits.batch(8, generator)
+    assert first.is_cuda and first.shape == (8, 3, 64, 64)
+    assert torch.equal(generator.get_state(), before)  # the CUDA stream is left to the model
+    splits.load_state_dict(saved)
+    assert torch.equal(splits.batch(8, generator), first)
+    resident = ImageSplits(copy_data, torch.device("cuda"), on_device=True, seed=5)
+    assert resident.host_generator is None  # on the GPU: drawn there with the training stream
 
 
 # --- DCGAN ---------------------------------------------------------------------------------------

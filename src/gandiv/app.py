@@ -60,10 +60,19 @@ from gandiv.objectives.base import Objective
 from gandiv.objectives.spread import SpreadKL
 from gandiv.plotting.images import image_grid_figure
 from gandiv.sweep import csv_text, write_sweep_summary
+from gandiv.training.distributed import (
+    agree_signal,
+    current,
+    rank_checkpoint,
+    rank_seed,
+    replicate,
+    run_directory,
+)
 from gandiv.training.figures import FigureSet, ImageFigures, RunFigures, save_figures
 from gandiv.training.loop import Cadence, RunTask, TrainResult, train_runs
 from gandiv.training.loop import train as train_loop
 from gandiv.training.run_dir import RunDirectory, atomic_write_bytes
+from gandiv.training.speed import StepPrecision, compile_networks, resolve_precision, tune_device
 from gandiv.training.vectorized import (
     VectorizedStep,
     cache_group_size,
@@ -162,6 +171,8 @@ def _status(run: RunDirectory) -> str | None:
 
 def _discard_unused(run: RunDirectory) -> None:
     """Remove a run directory Hydra created for a run that was refused before it started."""
+    if not run.writes:  # (torchrun) the directory is rank 0's
+        return
     if run.path.is_dir() and {p.name for p in run.path.iterdir()} <= {".hydra", "train.log"}:
         shutil.rmtree(run.path, ignore_errors=True)
 
@@ -197,7 +208,7 @@ def train(cfg: DictConfig) -> None:
     Under the vectorized launcher (`deferring`) a job that can join a vectorised group is only
     validated and built here; `train_deferred` trains it with its group after the last job.
     """
-    run = RunDirectory(HydraConfig.get().runtime.output_dir)
+    run = run_directory(HydraConfig.get().runtime.output_dir, current())
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         prepared = _prepare_training(cfg, run, multirun)
@@ -292,7 +303,10 @@ def train_group(group: Sequence[PreparedRun]) -> list[tuple[PreparedRun, Numeric
             with _job_log(*group):
                 log.info("training %d runs as one vectorised group", len(group))
                 step = partial(
-                    VectorizedStep, critic_steps=first.critic_steps, batch_size=first.batch_size
+                    VectorizedStep,
+                    critic_steps=first.critic_steps,
+                    batch_size=first.batch_size,
+                    autocast=group[0].precision.autocast,
                 )
                 results = train_runs(
                     tasks, step, group[0].cadence, first.progress, f"train ×{len(group)}"
@@ -343,6 +357,7 @@ class PreparedRun:
     task: RunTask
     config: C.TrainConfig
     device: torch.device
+    precision: StepPrecision  # autocast around the step's losses
     data_dim: int
     images: bool
     resumed: bool
@@ -370,16 +385,18 @@ class PreparedRun:
     def group_key(self) -> tuple[Any, ...] | None:
         """What the runs of one vectorised group share (None: this run trains alone): the
         networks' shapes, the data's dimension, the loop's shape and cadences, the step it
-        starts from. Seeds, learning rates, betas and the loss (row, π, model step) may differ."""
-        if unvectorizable(self.task.model, self.task.objective) is not None:
-            return None
+        starts from. Seeds, learning rates, betas and the loss (row, π, model step) may differ.
+        Compiled networks (trainer.compile) train alone: a group runs its own stacked networks."""
         trainer = self.config.trainer
+        if trainer.compile or unvectorizable(self.task.model, self.task.objective) is not None:
+            return None
         return (
             repr(self.config.model),
             repr(self.config.critic),
             noise_shape(self.task.objective),
             self.data_dim,
             self.device,
+            self.precision.name,
             trainer.batch_size,
             trainer.critic_steps,
             trainer.optimizer,
@@ -406,6 +423,7 @@ class PreparedRun:
             "dataset": self.config.dataset.name,
             "model": self.config.model.name,
             "objective": self.config.objective.name,
+            "precision": self.precision.name,
         }
 
     def train_alone(self) -> None:
@@ -417,6 +435,8 @@ class PreparedRun:
                 batch_size=self.config.trainer.batch_size,
                 cadence=self.cadence,
                 progress=self.config.trainer.progress,
+                autocast=self.precision.autocast,
+                agree_signal=agree_signal,
             )
         except NumericalError as err:
             record_failure(self.run, str(err), EXIT_NUMERICAL, **self.summary())
@@ -462,7 +482,7 @@ def _prepare_training(cfg: DictConfig, run: RunDirectory, multirun: bool) -> Pre
     # scheduler, e.g. submitit), or its sweep is run again into the same hydra.sweep.dir: it
     # continues exactly where it stopped; one that had already completed is kept as it is.
     if config.resume is not None or (multirun and run.checkpoint_path.is_file()):
-        state = run.load_checkpoint()
+        state = rank_checkpoint(run.load_checkpoint(), current())
         done = _status(run) == "completed" and int(state["step"]) == trainer.steps
         if config.resume is None and done and not _differences(state["config"], plain):
             log.info("%s: this job already completed; kept as it is", run.path)
@@ -484,6 +504,8 @@ def _prepare_training(cfg: DictConfig, run: RunDirectory, multirun: bool) -> Pre
             "trainer.batch_size",
             f"{trainer.batch_size} is larger than the training set (dataset.n_train={n_train})",
         )
+    precision = StepPrecision(resolve_precision(trainer.precision, device), device)
+    tune_device(device)
     if trainer.threads is not None:
         torch.set_num_threads(trainer.threads)
     torch.manual_seed(trainer.seed)
@@ -509,13 +531,18 @@ def _prepare_training(cfg: DictConfig, run: RunDirectory, multirun: bool) -> Pre
         if objective.uses_critic
         else None
     )
+    if trainer.compile:
+        compiled = compile_networks(model, objective)
+        log.info("trainer.compile: compiling %s", ", ".join(compiled) or "nothing (no networks)")
+    seed = rank_seed(trainer.seed, current())  # (torchrun: each rank its own stream)
     splits: ToySplits | ImageSplits
     if isinstance(data, ImageData):
         assert images is not None
-        splits = ImageSplits(images, device, data.on_device)
+        splits = ImageSplits(images, device, data.on_device, seed)
     else:
         splits = ToySplits(data, n_train, config.dataset.n_test, config.dataset.seed).to(device)
-    generator = torch.Generator(device=device).manual_seed(trainer.seed)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    replicate(current(), (model, objective), optimizer, critic_optimizer)
 
     critic_keys = ("critic", "trainer.lr_d", "trainer.betas_d", "trainer.critic_steps")
     unused = [o for o in _job_overrides() if o.lstrip("+~").startswith(critic_keys)]
@@ -569,7 +596,7 @@ def _prepare_training(cfg: DictConfig, run: RunDirectory, multirun: bool) -> Pre
         return metrics
 
     figures = None
-    if data.dim <= 2 or isinstance(data, ImageData):
+    if (data.dim <= 2 or isinstance(data, ImageData)) and run.writes:
         figures = run_figures(config, data, model, objective, device)
     file_logs = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
     return PreparedRun(
@@ -581,13 +608,14 @@ def _prepare_training(cfg: DictConfig, run: RunDirectory, multirun: bool) -> Pre
             optimizer,
             critic_optimizer,
             generator,
-            evaluate if measured else None,
+            evaluate if measured and run.writes else None,
             plain,
             figures,
             state,
         ),
         config=config,
         device=device,
+        precision=precision,
         data_dim=data.dim,
         images=isinstance(data, ImageData),
         resumed=state is not None,

@@ -22,7 +22,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
 from hydra.core.config_store import ConfigStore
@@ -44,6 +44,9 @@ from gandiv.errors import (
     NumericalError,
     UserError,
 )
+
+if TYPE_CHECKING:  # (imported where used: it imports torch)
+    from gandiv.training.distributed import Ranks
 
 USAGE = """\
 usage: gandiv <command> [overrides ...]
@@ -177,8 +180,9 @@ _APPS: dict[str, Callable[[], Any]] = {"train": _train_app, "eval": _eval_app, "
 
 def _fail(command: str, message: str, code: int = EXIT_USER_ERROR) -> None:
     program = f"gandiv {command}" if command else "gandiv"
-    sys.stderr.write(f"{program}: error: {message}\n")
-    sys.stderr.flush()
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one line (rank 0's), not one per rank
+        sys.stderr.write(f"{program}: error: {message}\n")
+        sys.stderr.flush()
     raise SystemExit(code)
 
 
@@ -259,18 +263,57 @@ class ClaimRunDir(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         if any(str(o).startswith("hydra.run.dir=") for o in config.hydra.overrides.hydra):
             return
-        base = str(config.hydra.run.dir)
+        if _torchrun_ranks() is not None:  # rank 0 claims the directory, every rank uses it
+            from gandiv.training.distributed import current, share_from_main
+
+            path = self._claim(str(config.hydra.run.dir)) if current().main else None
+            with read_write(config.hydra.run):
+                config.hydra.run.dir = share_from_main(path)
+            return
+        with read_write(config.hydra.run):
+            config.hydra.run.dir = self._claim(str(config.hydra.run.dir))
+
+    @staticmethod
+    def _claim(base: str) -> str:
+        """Create `base` (or the first free `base-N`) exclusively; return its path."""
         Path(base).parent.mkdir(parents=True, exist_ok=True)
         path, suffix = base, 0
         while True:
             try:
                 os.mkdir(path)
-                break
+                return path
             except FileExistsError:
                 suffix += 1
                 path = f"{base}-{suffix}"
-        with read_write(config.hydra.run):
-            config.hydra.run.dir = path
+
+
+def _torchrun_ranks() -> Ranks | None:
+    """This process's `Ranks` when torchrun started several processes (None: one process)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    from gandiv.training.distributed import launched_ranks
+
+    return launched_ranks()
+
+
+def _join_torchrun(command: str, args: list[str]) -> list[str]:
+    """Under torchrun: join the other processes of the training run. The ranks other than 0
+    write nothing: no .hydra/, no train.log, and rank 0's run directory."""
+    if _informational(args):
+        return args
+    if command != "train":
+        raise UserError(
+            "torchrun", f"gandiv {command} runs in one process; start it without torchrun"
+        )
+    if "-m" in args or "--multirun" in args:
+        raise UserError(
+            "-m", "a sweep cannot run under torchrun; sweep without it, one process per job"
+        )
+    from gandiv.training.distributed import start
+
+    if start().main:
+        return args
+    return [*args, "hydra.output_subdir=null", "hydra/job_logging=disabled"]
 
 
 def _resume_args(args: list[str]) -> list[str]:
@@ -380,6 +423,8 @@ def _run(command: str, args: list[str]) -> None:
     with _reported(command):
         args = _resume_args(args) if command == "train" else _run_args(command, args)
         _check_modes(args)
+        if _torchrun_ranks() is not None:
+            args = _join_torchrun(command, args)
         if not _informational(args):
             _import_task_modules()
         _quiet_launcher_schema_warning()

@@ -261,6 +261,7 @@ OBJECTIVES: dict[str, type[ObjectiveConfig]] = {
 # trainer/
 DEVICES = ("auto", "cpu", "cuda")
 OPTIMIZERS = ("adam", "sgd")
+PRECISIONS = ("auto", "bf16", "fp32")
 
 
 @dataclass
@@ -283,15 +284,18 @@ class TrainerConfig:
     grid_points: int | None = _spec(ge=16, le=4096)
     num_samples: int = _spec(ge=1, le=10_000_000)
     progress: bool = _spec()
+    precision: str = _spec(choices=PRECISIONS)
+    compile: bool = _spec()
 
 
-# Keys that may change when a run is resumed: how long it trains and how often it logs,
-# evaluates, saves and draws. Everything else must match the checkpoint's config.
+# Keys that may change when a run is resumed: how long it trains, how often it logs,
+# evaluates, saves and draws, and whether its networks are compiled (the same computation).
+# Everything else must match the checkpoint's config.
 RESUMABLE_KEYS = frozenset(
     {
         *(
             f"trainer.{k}"
-            for k in ("steps", "log_every", "eval_every", "checkpoint_every", "progress")
+            for k in ("steps", "log_every", "eval_every", "checkpoint_every", "progress", "compile")
         ),
         "trainer.num_samples",
         *(f"plot.{k}" for k in ("every", "figures_every", "samples", "grid")),

@@ -162,6 +162,11 @@ CATALOGUE = [
     (["train", "trainer.betas=[0.9,1.5]"], "trainer.betas: must be >= 0.0 and < 1.0"),
     (["train", "trainer.device=tpu"], "trainer.device: 'tpu' is not allowed; choose one of: auto"),
     (["train", "trainer.optimizer=lbfgs"], "trainer.optimizer: 'lbfgs' is not allowed"),
+    (
+        ["train", "trainer.precision=fp16"],
+        "trainer.precision: 'fp16' is not allowed; choose one of: auto, bf16, fp32",
+    ),
+    (["train", "trainer.compile=fast"], "trainer.compile: Value 'fast' is not a valid bool"),
     (["train", "trainer.log_every=-1"], "trainer.log_every: must be >= 0"),
     (["train", "trainer.grid_points=8"], "trainer.grid_points: must be >= 16 and <= 4096, got 8"),
     (["train", "plot.every=-5"], "plot.every: must be >= 0, got -5"),

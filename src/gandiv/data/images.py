@@ -59,31 +59,41 @@ class ImageData:
 class ImageSplits:
     """Training batches from the train partition; the test partition for evaluation.
 
-    ``batch(n, generator)`` is `ToySplits.batch`: n images (n, 3, H, W) in [−1, 1], drawn with
-    replacement using `generator` (give one on `images_device`).
+    ``batch(n, generator)`` is `ToySplits.batch`: n images (n, 3, H, W) in [−1, 1] on `device`,
+    drawn with replacement. Where the images stay in host memory and training runs on a GPU
+    (``on_device`` false), the indices are drawn on the CPU with a generator of the splits' own,
+    seeded with `seed` and kept in `state_dict`, so that no index crosses from the GPU to the
+    host (a sync point every step); otherwise with `generator`, which lives on `device`.
     """
 
     def __init__(
-        self, data: CelebA, device: torch.device, on_device: Literal["auto"] | bool = "auto"
+        self,
+        data: CelebA,
+        device: torch.device,
+        on_device: Literal["auto"] | bool = "auto",
+        seed: int = 0,
     ) -> None:
         self.data = data
         self.train = ImageSampler(data.split("train"), device, on_device)
         self.test_images = data.split("test")
         self.device = device
+        host = self.images_device.type == "cpu" and torch.device(device).type != "cpu"
+        self.host_generator = torch.Generator().manual_seed(seed) if host else None
 
     @property
     def images_device(self) -> torch.device:
         return self.train.images_device
 
     def batch(self, n: int, generator: torch.Generator) -> Tensor:
-        return self.train.batch(n, generator)
+        return self.train.batch(n, self.host_generator or generator)
 
     def state_dict(self) -> dict[str, Any]:
-        """Nothing beyond the generator's state: each batch is drawn whole with it."""
-        return {}
+        """The host generator's state, if there is one (each batch is drawn whole with it)."""
+        return {} if self.host_generator is None else {"host": self.host_generator.get_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
+        if self.host_generator is not None:
+            self.host_generator.set_state(state["host"])
 
     def test(self, limit: int | None = None) -> Tensor:
         """The first `limit` (None: all) test images as float (n, 3, H, W) in [−1, 1]."""

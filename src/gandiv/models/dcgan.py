@@ -148,8 +148,9 @@ class DCGANCritic(nn.Module):
             self.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
     def forward(self, x: Tensor) -> Tensor:
-        """Return the critic output, shape (n,), for images (n, *image_shape) or (n, dim)."""
+        """Return the critic output, shape (n,), for images (n, *image_shape) or (n, dim); float32
+        also under bf16 autocast, so that the losses are reduced in float32."""
         x = x.reshape(len(x), *self.image_shape)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return self.net(x).reshape(len(x))
+        return self.net(x).reshape(len(x)).float()

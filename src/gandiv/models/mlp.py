@@ -109,4 +109,4 @@ class MLPCritic(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Return the critic output, shape (n,), for x of shape (n, dim)."""
-        return self.net(x).squeeze(-1)
+        return self.net(x).squeeze(-1).float()  # float32 losses under bf16 autocast

@@ -15,7 +15,7 @@ import logging
 import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from types import FrameType
@@ -212,8 +212,15 @@ class StepFunction(Protocol):
 class ObjectiveStep:
     """One run's step: `critic_steps` critic updates, then one model update."""
 
-    def __init__(self, task: RunTask, critic_steps: int, batch_size: int) -> None:
+    def __init__(
+        self,
+        task: RunTask,
+        critic_steps: int,
+        batch_size: int,
+        autocast: Callable[[], AbstractContextManager[object]] = nullcontext,  # around the losses
+    ) -> None:
         self.task, self.critic_steps, self.batch_size = task, critic_steps, batch_size
+        self.autocast = autocast
 
     def __call__(self, step: int) -> dict[str, torch.Tensor]:
         t, n = self.task, self.batch_size
@@ -222,14 +229,16 @@ class ObjectiveStep:
         if t.critic_optimizer is not None:
             for _ in range(self.critic_steps):
                 batch = t.splits.batch(n, t.generator)
-                critic_loss, metrics = t.objective.critic_loss(t.model, batch, t.generator)
+                with self.autocast():
+                    critic_loss, metrics = t.objective.critic_loss(t.model, batch, t.generator)
                 t.critic_optimizer.zero_grad(set_to_none=True)
                 critic_loss.backward()
                 t.critic_optimizer.step()
                 t.objective.after_critic_step()
                 add_critic_metrics(logged, metrics, self.critic_steps)
         batch = t.splits.batch(n, t.generator)
-        loss = t.objective.model_loss(t.model, batch, t.generator)
+        with self.autocast():
+            loss = t.objective.model_loss(t.model, batch, t.generator)
         t.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         t.optimizer.step()
@@ -249,13 +258,25 @@ def add_critic_metrics(
 
 
 def train(
-    task: RunTask, *, critic_steps: int, batch_size: int, cadence: Cadence, progress: bool = True
+    task: RunTask,
+    *,
+    critic_steps: int,
+    batch_size: int,
+    cadence: Cadence,
+    progress: bool = True,
+    autocast: Callable[[], AbstractContextManager[object]] = nullcontext,
+    agree_signal: Callable[[int | None], int | None] | None = None,
 ) -> TrainResult:
     """Train one run for `cadence.steps` steps, `critic_steps` critic steps before each model
-    step on batches of `batch_size`; return what the summary needs. A loss or parameter turning
-    non-finite raises NumericalError. `progress`: a progress bar when stderr is a terminal."""
-    step = partial(ObjectiveStep, critic_steps=critic_steps, batch_size=batch_size)
-    (result,) = train_runs([task], lambda tasks: step(tasks[0]), cadence, progress)
+    step on batches of `batch_size`, the losses computed under `autocast`; return what the
+    summary needs. A loss or parameter turning non-finite raises NumericalError. `progress`: a
+    progress bar when stderr is a terminal; `agree_signal`: see `train_runs`."""
+    step = partial(
+        ObjectiveStep, critic_steps=critic_steps, batch_size=batch_size, autocast=autocast
+    )
+    (result,) = train_runs(
+        [task], lambda tasks: step(tasks[0]), cadence, progress, agree_signal=agree_signal
+    )
     if result.error is not None:
         raise result.error
     return result
@@ -267,6 +288,7 @@ def train_runs(
     cadence: Cadence,
     progress: bool = True,
     description: str = "train",
+    agree_signal: Callable[[int | None], int | None] | None = None,
 ) -> list[TrainResult]:
     """Train `tasks` in lockstep for `cadence.steps` steps, with the step function `make_step`
     builds for them once their checkpoints (if resumed) are loaded.
@@ -274,7 +296,8 @@ def train_runs(
     Each run keeps its own files, evaluation, figures and checkpoints, exactly as if trained
     alone. A run whose loss or parameters turn non-finite stops there (its `TrainResult.error`
     says why; nothing more is written for it) and the others go on. A signal checkpoints every
-    run and raises Interrupted. Resumed runs must all stand at the same step.
+    run and raises Interrupted (under torchrun, `agree_signal` makes every rank stop at the same
+    step). Resumed runs must all stand at the same step.
     """
     size = len(tasks)
     device = next(tasks[0].model.parameters()).device
@@ -445,6 +468,8 @@ def train_runs(
                 for k in live():
                     with timing(k, "checkpoint"):
                         checkpoint(k)
+            if agree_signal is not None:  # (torchrun) every rank stops at the same step
+                signals.signum = agree_signal(signals.signum)
             if signals.signum is not None and not final:
                 log.warning("signal %d received: checkpoint at step %d", signals.signum, step)
                 checkpoint_all()

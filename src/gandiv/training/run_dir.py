@@ -91,6 +91,8 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 class RunDirectory:
     """Owns a run directory: metrics, checkpoints, summary, samples."""
 
+    writes = True  # False for the processes of a torchrun run other than rank 0
+
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         self.metrics_path = self.path / "metrics.jsonl"

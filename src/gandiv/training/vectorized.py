@@ -19,7 +19,8 @@ unbatched matrix product, and writes the same files (`train_runs` does the per-r
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 
 import torch
 from torch import Tensor, nn
@@ -87,13 +88,19 @@ def loss_order(objective: Objective) -> tuple[str, str]:
 class VectorizedStep:
     """One training step of every run of a group (a `StepFunction` for `train_runs`)."""
 
-    def __init__(self, tasks: Sequence[RunTask], critic_steps: int, batch_size: int) -> None:
+    def __init__(
+        self,
+        tasks: Sequence[RunTask],
+        critic_steps: int,
+        batch_size: int,
+        autocast: Callable[[], AbstractContextManager[object]] = nullcontext,  # around the losses
+    ) -> None:
         for t in tasks:
             reason = unvectorizable(t.model, t.objective)
             if reason is not None:
                 raise ValueError(f"{t.run.path}: cannot be vectorised: {reason}")
         self.tasks = list(tasks)
-        self.critic_steps, self.batch_size = critic_steps, batch_size
+        self.critic_steps, self.batch_size, self.autocast = critic_steps, batch_size, autocast
         self.objectives = [
             t.objective for t in tasks if isinstance(t.objective, VariationalDivergence)
         ]
@@ -153,16 +160,17 @@ class VectorizedStep:
         logged: dict[str, Tensor] = {}
         for _ in range(self.critic_steps):
             real, z, fake_noise, real_noise = self._draw(real_noise=True)
-            with torch.no_grad():
-                fake = self._noisy(generate(z), fake_noise)
-            real = self._noisy(real, real_noise)
-            m = real.shape[1]
-            v = critic(torch.cat([real, fake], dim=1))  # one pass over real and fake, (K, 2m)
             parts: dict[str, list[Tensor]] = {}
-            for objective, rows in self.buckets:
-                loss, metrics = objective.critic_terms(v[rows, :m], v[rows, m:])
-                for name, value in {"critic": loss, **metrics}.items():
-                    parts.setdefault(name, []).append(value)
+            with self.autocast():
+                with torch.no_grad():
+                    fake = self._noisy(generate(z), fake_noise)
+                real = self._noisy(real, real_noise)
+                m = real.shape[1]
+                v = critic(torch.cat([real, fake], dim=1))  # real and fake in one pass, (K, 2m)
+                for objective, rows in self.buckets:
+                    loss, metrics = objective.critic_terms(v[rows, :m], v[rows, m:])
+                    for name, value in {"critic": loss, **metrics}.items():
+                        parts.setdefault(name, []).append(value)
             per_run = {name: _cat(values) for name, values in parts.items()}
             self.critics.zero_grad()
             per_run.pop("critic").sum().backward()  # independent runs: each its own gradient
@@ -170,8 +178,9 @@ class VectorizedStep:
             add_critic_metrics(logged, per_run, self.critic_steps)
         _, z, fake_noise, _ = self._draw(real_noise=False)  # (the batch is drawn, as alone)
         self.critics.requires_grad_(False)  # gradients flow only into the generators
-        v = critic(self._noisy(generate(z), fake_noise))
-        loss = _cat([objective.model_terms(v[rows]) for objective, rows in self.buckets])
+        with self.autocast():
+            v = critic(self._noisy(generate(z), fake_noise))
+            loss = _cat([objective.model_terms(v[rows]) for objective, rows in self.buckets])
         self.models.zero_grad()
         loss.sum().backward()
         self.critics.requires_grad_(True)
