@@ -40,7 +40,7 @@ SIZES = (1, 2, 4, 8, 16, 32)
 BATCH = 256
 
 
-def build_runs(width: int, batch: int, k: int) -> list[RunTask]:
+def build_runs(width: int, batch: int, k: int, device: torch.device) -> list[RunTask]:
     """Seeds 0…k−1 of the default GAN run at this width, built as `gandiv train` builds them."""
     config = gan_config(width, batch)
     trainer = config.trainer
@@ -48,18 +48,22 @@ def build_runs(width: int, batch: int, k: int) -> list[RunTask]:
     tasks = []
     for seed in range(k):
         torch.manual_seed(seed)
-        model = build_model(config.model, data.dim)
+        model = build_model(config.model, data.dim).to(device)
         objective = build_objective(
             config.objective, data, config.critic, trainer.grid_points, model=model
-        )
-        splits = ToySplits(data, None, 2, seed)
-        tasks.append(task_of(config, model, objective, splits, torch.Generator().manual_seed(seed)))
+        ).to(device)
+        splits = ToySplits(data, None, 2, seed).to(device)
+        generator = torch.Generator(device=device).manual_seed(seed)
+        tasks.append(task_of(config, model, objective, splits, generator))
     return tasks
 
 
-def runners(width: int, batch: int, k: int) -> dict[str, Callable[[int], object]]:
-    """`run(steps)` for both ways of training the same K runs (a fresh run directory per call)."""
-    tasks = build_runs(width, batch, k)
+def runners(
+    width: int, batch: int, k: int, device: torch.device
+) -> dict[str, Callable[[int], object]]:
+    """`run(steps)` for both ways of training the same K runs (a fresh run directory per call;
+    each call ends with a logged line, a host-device sync point)."""
+    tasks = build_runs(width, batch, k, device)
     calls = iter(range(1_000_000))
     root = Path(tempfile.mkdtemp(prefix="bench-vec-"))
 
@@ -99,26 +103,32 @@ def main() -> None:
     parser.add_argument("--widths", type=int, nargs="+", default=list(WIDTHS))
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES), help="values of K")
     parser.add_argument("--batch", type=int, default=BATCH)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
 
-    print(f"torch {torch.__version__}, {args.threads} thread(s), batch {args.batch}, ", end="")
+    print(
+        f"torch {torch.__version__}, {device}, {args.threads} thread(s), batch {args.batch}, ",
+        end="",
+    )
     print(f"median of {args.rounds} rounds")
     print_header(
         "| width | K | sequential run-steps/s | vectorised run-steps/s | speed-up "
         "| FLOP bound on the speed-up |"
     )
     for width in args.widths:
+        # (the FLOP bound uses the CPU's measured torch.mm rate: on a GPU it is not computed)
         flop_time = step_flops(width, args.batch) / mm_rate(width, args.batch)
         for k in args.sizes:
             rates = interleaved(
-                runners(width, args.batch, k),
+                runners(width, args.batch, k, device),
                 args.rounds,
                 lambda run, k=k: run_steps_per_s(run, k, args.seconds),
             )
             seq, vec = rates["sequential"], rates["vectorised"]
-            bound = 1 / (seq * flop_time)
-            print(f"| {width} | {k} | {seq:.0f} | {vec:.0f} | {vec / seq:.2f} | {bound:.2f} |")
+            bound = f"{1 / (seq * flop_time):.2f}" if device.type == "cpu" else "—"
+            print(f"| {width} | {k} | {seq:.0f} | {vec:.0f} | {vec / seq:.2f} | {bound} |")
 
 
 if __name__ == "__main__":
