@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import copy
 import json
+import math
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -93,11 +96,12 @@ def test_networks_a_stack_cannot_hold_are_named():
         StackedNetwork([MLPCritic(2, width=8), MLPCritic(2, width=16)])
 
 
+@pytest.mark.parametrize("fused", [True, None], ids=["fused", "foreach"])
 @pytest.mark.parametrize("lrs", [(0.01, 0.01, 0.01), (0.01, 0.003, 0.02)], ids=["same", "differ"])
-def test_a_stacked_optimiser_steps_each_member_as_its_own_adam_would(lrs):
+def test_a_stacked_optimiser_steps_each_member_as_its_own_adam_would(lrs, fused):
     nets = _networks("critic", 3)
     alone = copy.deepcopy(nets)
-    fused = {"fused": True}
+    fused = {"fused": fused}
     stack = StackedNetwork(nets)
     members = [
         torch.optim.Adam(n.parameters(), lr=lr, **fused) for n, lr in zip(nets, lrs, strict=True)
@@ -123,6 +127,7 @@ def test_a_stacked_optimiser_steps_each_member_as_its_own_adam_would(lrs):
         saved, reference = members[k].state_dict()["state"], references[k].state_dict()["state"]
         for j in reference:
             assert float(saved[j]["step"]) == 4.0
+            assert saved[j]["step"].device == reference[j]["step"].device
             torch.testing.assert_close(saved[j]["exp_avg"], reference[j]["exp_avg"])
 
 
@@ -240,6 +245,36 @@ def test_a_run_that_breaks_stops_alone_and_the_sweep_reports_it(gandiv, tmp_path
     _close(metrics_without_time(good), metrics_without_time(tmp_path / "alone" / "0"))
 
 
+def test_ctrl_c_in_a_group_keeps_a_broken_runs_failure_and_checkpoints_the_others(
+    gandiv, tmp_path, monkeypatch
+):
+    step_of_group = VectorizedStep.__call__
+
+    def breaking_then_interrupted(self: VectorizedStep, step: int) -> dict[str, torch.Tensor]:
+        (job_1,) = (t for t in self.tasks if t.run.path.name == "1")
+        if step == 12:  # job 1 breaks: recorded at once, while job 0 trains on
+            with torch.no_grad():
+                next(job_1.model.parameters()).view(-1)[0] = float("inf")
+        if step == 16:
+            assert read_json(job_1.run.summary_path)["status"] == "failed"
+            os.kill(os.getpid(), signal.SIGINT)
+        return step_of_group(self, step)
+
+    monkeypatch.setattr(VectorizedStep, "__call__", breaking_then_interrupted)
+    args = ["objective=ns_gan", "trainer.seed=0,1", *SMALL]
+    result = gandiv("train", "-m", "hydra.sweep.dir=sw", VECTORIZED, *args)
+    assert result.code == 130, result.err
+    healthy, broken = _run_dirs(tmp_path / "sw")
+    assert read_json(healthy / "summary.json")["status"] == "interrupted"
+    assert torch.load(healthy / "checkpoints" / "last.pt", weights_only=True)["step"] == 17
+    summary = read_json(broken / "summary.json")
+    assert summary["status"] == "failed" and "non-finite" in summary["error"]
+    assert torch.load(broken / "checkpoints" / "last.pt", weights_only=True)["step"] == 10
+    log = (broken / "train.log").read_text()
+    assert log.count("became non-finite") == 1
+    assert "non-finite" not in (healthy / "train.log").read_text()
+
+
 def test_a_vectorised_sweep_run_again_with_more_steps_continues_exactly(gandiv, tmp_path):
     args = ["objective=ns_gan", "trainer.seed=0,1", *SMALL]
     longer = [*args, "trainer.steps=50"]
@@ -303,12 +338,14 @@ def test_stacked_objective_losses_match_the_objectives_own(tmp_path):
     critic = MLPCritic(2, width=8)
     objective = VariationalDivergence("js_pi", critic, get_divergence("js_pi", 0.3), "minimax")
     assert get_divergence("js_pi", 0.3) is objective.row  # equal π: the same row, one call
-    v = torch.randn(4, 10)
+    v = torch.randn(4, 10, dtype=torch.float64)
     loss, metrics = objective.critic_terms(v[:, :5], v[:, 5:])
-    for k in range(4):
-        alone = -objective.bound(v[k, :5], v[k, 5:])
-        torch.testing.assert_close(loss[k], alone)
-        torch.testing.assert_close(objective.model_terms(v[k]), objective.model_terms(v)[k])
+    pi = 0.3  # JS_π's bound: π E_p[log σ(V) − log π] − (1 − π) E_q[softplus(V) + log(1 − π)]
+    real = pi * (torch.nn.functional.logsigmoid(v[:, :5]) - math.log(pi)).mean(-1)
+    fake = (1 - pi) * (torch.nn.functional.softplus(v[:, 5:]) + math.log(1 - pi)).mean(-1)
+    torch.testing.assert_close(loss, fake - real)
+    minimax = -(1 - pi) * (torch.nn.functional.softplus(v) + math.log(1 - pi)).mean(-1)
+    torch.testing.assert_close(objective.model_terms(v), minimax)
     assert json.dumps({k: t.shape[0] for k, t in metrics.items()}) == (
         '{"critic_loss": 4, "bound": 4}'
     )

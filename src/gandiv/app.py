@@ -74,6 +74,7 @@ from gandiv.training.loop import train as train_loop
 from gandiv.training.run_dir import RunDirectory, atomic_write_bytes
 from gandiv.training.speed import StepPrecision, compile_networks, resolve_precision, tune_device
 from gandiv.training.vectorized import (
+    CPU_GROUP_BYTES,
     VectorizedStep,
     cache_group_size,
     loss_order,
@@ -275,6 +276,14 @@ def vectorized_groups(
             size = cache_group_size(
                 first.task.model, first.task.objective, trainer.batch_size, first.device
             )
+            if 0 < size < len(group):
+                log.info(
+                    "max_group=auto: %d compatible jobs at a time of %d (on the CPU a group's "
+                    "layer outputs stay within %d KiB; set hydra.launcher.max_group to change)",
+                    size,
+                    len(group),
+                    CPU_GROUP_BYTES // 1024,
+                )
         size = size or len(group)
         cut += [group[i : i + size] for i in range(0, len(group), size)]
     return cut
@@ -293,8 +302,15 @@ def train_group(group: Sequence[PreparedRun]) -> list[tuple[PreparedRun, Numeric
         return []
     group = sorted(group, key=lambda p: loss_order(p.task.objective))  # runs sharing a loss adjoin
     first = group[0].config.trainer
+    group[0].apply_process_settings()  # (the group key makes them the same for every run)
     tasks = [p.task for p in group]
     failed: list[tuple[PreparedRun, NumericalError]] = []
+
+    def stopped(k: int, error: NumericalError) -> None:  # as it happens, the others train on
+        log.error("%s", error, extra={"job": group[k]})  # (in that job's log only)
+        group[k].failed(error)
+        failed.append((group[k], error))
+
     try:
         with _recording_crash([p.run for p in group], multirun=True):
             for prepared in group:
@@ -309,18 +325,17 @@ def train_group(group: Sequence[PreparedRun]) -> list[tuple[PreparedRun, Numeric
                     autocast=group[0].precision.autocast,
                 )
                 results = train_runs(
-                    tasks, step, group[0].cadence, first.progress, f"train ×{len(group)}"
+                    tasks,
+                    step,
+                    group[0].cadence,
+                    first.progress,
+                    f"train ×{len(group)}",
+                    on_failure=stopped,
                 )
             for prepared, result in zip(group, results, strict=True):
-                with _job_log(prepared):
-                    if result.error is None:
+                if result.error is None:
+                    with _job_log(prepared):
                         prepared.finish(result)
-                        continue
-                    log.error("%s", result.error)
-                    record_failure(
-                        prepared.run, str(result.error), EXIT_NUMERICAL, **prepared.summary()
-                    )
-                    failed.append((prepared, result.error))
     except Interrupted as err:
         for prepared in group:
             prepared.interrupted(err)
@@ -331,15 +346,28 @@ def train_group(group: Sequence[PreparedRun]) -> list[tuple[PreparedRun, Numeric
     return failed
 
 
+class _OnlyJob(logging.Filter):
+    """Lets through records for any job (no `job` attribute) or for this one."""
+
+    def __init__(self, job: PreparedRun) -> None:
+        super().__init__()
+        self.job = job
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return getattr(record, "job", self.job) is self.job
+
+
 @contextmanager
 def _job_log(*jobs: PreparedRun) -> Iterator[None]:
-    """Log records go to these jobs' log files too (Hydra opened each only while preparing it)."""
+    """Log records go to these jobs' log files too (Hydra opened each only while preparing it);
+    a record with `extra={"job": job}` goes to that job's file only."""
     root = logging.getLogger()
     handlers = []
     for job in jobs:
         if job.log_file is not None:
             handler = logging.FileHandler(job.log_file)
             handler.setFormatter(job.log_format)
+            handler.addFilter(_OnlyJob(job))
             handlers.append(handler)
             root.addHandler(handler)
     try:
@@ -426,7 +454,15 @@ class PreparedRun:
             "precision": self.precision.name,
         }
 
+    def apply_process_settings(self) -> None:
+        """The process-wide settings this run trains with (a deferred run is trained after other
+        jobs were prepared, each applying its own)."""
+        if self.config.trainer.threads is not None:
+            torch.set_num_threads(self.config.trainer.threads)
+        tune_device(self.device)
+
     def train_alone(self) -> None:
+        self.apply_process_settings()
         self.announce()
         try:
             result = train_loop(
@@ -439,7 +475,7 @@ class PreparedRun:
                 agree_signal=agree_signal,
             )
         except NumericalError as err:
-            record_failure(self.run, str(err), EXIT_NUMERICAL, **self.summary())
+            self.failed(err)
             raise
         except Interrupted as err:
             self.interrupted(err)
@@ -449,7 +485,14 @@ class PreparedRun:
         self.finish(result)
 
     def interrupted(self, err: Interrupted) -> None:
-        self.run.write_summary({**self.summary(), "status": "interrupted", "signal": err.signum})
+        """Say so in summary.json, unless the run had already stopped on a non-finite value."""
+        if _status(self.run) != "failed":
+            summary = {**self.summary(), "status": "interrupted", "signal": err.signum}
+            self.run.write_summary(summary)
+
+    def failed(self, error: NumericalError) -> None:
+        """Record in summary.json that the run stopped on a non-finite value."""
+        record_failure(self.run, str(error), EXIT_NUMERICAL, **self.summary())
 
     def finish(self, result: TrainResult) -> None:
         """The run's final files: figures, samples, summary."""

@@ -56,8 +56,8 @@ commands:
             gandiv train objective=reverse_kl trainer.steps=2000
             gandiv train -m objective=direct objective.divergence=kl,reverse_kl,js
             gandiv train -m hydra/launcher=joblib objective=js_pi objective.pi=0.1,0.5,0.9
-            gandiv train -m hydra/launcher=vectorized model=mlp objective=js_pi \\
-                objective.pi=0.1,0.5,0.9 trainer.seed=0,1     (one batched computation)
+            gandiv train -m hydra/launcher=vectorized model=mlp model.width=32 critic.width=32 \\
+                objective=js_pi objective.pi=0.1,0.5,0.9 trainer.seed=0,1   (batched runs)
             gandiv train resume=DIR trainer.steps=4000
   eval    evaluate a finished run (or every job of a sweep) on its held-out split: DIR/eval.json
             gandiv eval run=DIR eval.critic.divergences=[js,kl,wasserstein]

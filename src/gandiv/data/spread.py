@@ -102,9 +102,16 @@ class SpreadKernel:
     ) -> Tensor:
         """`copies` noisy copies x + ε of each row of x; the noise is drawn in `dtype` (default:
         x's own, with no float64 detour: instance noise on image batches) and added in x's."""
+        noise = self.noise_for(tuple(x.shape), copies, generator, dtype or x.dtype)
         if copies > 1:
             x = x.repeat_interleave(copies, dim=0)
-        return x + self.sample(tuple(x.shape), generator, dtype or x.dtype).to(x)
+        return x + noise.to(x)
+
+    def noise_for(
+        self, shape: tuple[int, ...], copies: int, generator: torch.Generator, dtype: torch.dtype
+    ) -> Tensor:
+        """The noise `add_noise` draws for x of this shape: one row per copy of each row of x."""
+        return self.sample((shape[0] * copies, *shape[1:]), generator, dtype)
 
     def log_prob(self, d: Tensor, width: float = 0.0) -> Tensor:
         """log (K * N(0, width² I))(d), summed over the last dimension of the offsets `d`.

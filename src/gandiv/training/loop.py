@@ -289,6 +289,7 @@ def train_runs(
     progress: bool = True,
     description: str = "train",
     agree_signal: Callable[[int | None], int | None] | None = None,
+    on_failure: Callable[[int, NumericalError], None] | None = None,
 ) -> list[TrainResult]:
     """Train `tasks` in lockstep for `cadence.steps` steps, with the step function `make_step`
     builds for them once their checkpoints (if resumed) are loaded.
@@ -297,7 +298,8 @@ def train_runs(
     alone. A run whose loss or parameters turn non-finite stops there (its `TrainResult.error`
     says why; nothing more is written for it) and the others go on. A signal checkpoints every
     run and raises Interrupted (under torchrun, `agree_signal` makes every rank stop at the same
-    step). Resumed runs must all stand at the same step.
+    step). Resumed runs must all stand at the same step. `on_failure(k, error)` is called as run k
+    stops on a non-finite value, while the others train on.
     """
     size = len(tasks)
     device = next(tasks[0].model.parameters()).device
@@ -343,8 +345,13 @@ def train_runs(
         """Per loss, the first step run k's was NaN/Inf (−1: none), from the counts (no sync)."""
         return {n: torch.where(c[k] > 0, step - c[k] + 1, -1) for n, c in nonfinite.items()}
 
+    checked = [-1]  # the step last checked (log, evaluation and checkpoint may fall on one)
+
     def check_finite() -> None:
         """Stop every run whose losses or parameters became non-finite (a sync point)."""
+        if checked[0] == step:
+            return
+        checked[0] = step
         counts = {name: c.tolist() for name, c in nonfinite.items()}
         for k in live():
             broken = sorted((step - c[k] + 1, name) for name, c in counts.items() if c[k] > 0)
@@ -358,6 +365,8 @@ def train_runs(
             if error is not None:
                 alive[k] = False
                 results[k].error = error
+                if on_failure is not None:
+                    on_failure(k, error)
 
     def checkpoint(k: int) -> None:
         t = tasks[k]
@@ -375,7 +384,7 @@ def train_runs(
                 "generator": t.generator.get_state(),
                 "splits": t.splits.state_dict(),
                 "torch_rng": torch.get_rng_state(),
-                "loss_sums": {n: v[k].detach().cpu() for n, v in sums.items()},
+                "loss_sums": {n: v[k].detach().cpu().clone() for n, v in sums.items()},
                 "loss_count": count,
                 "first_bad": {n: v.cpu() for n, v in first_bad(k).items()},
                 "metrics_bytes": t.run.sync_metrics(),
@@ -453,13 +462,15 @@ def train_runs(
                 if records[k]:
                     elapsed = train_time[k] + time.perf_counter() - session_start
                     t.run.append_metrics({"step": step, **records[k], "time_s": round(elapsed, 4)})
-                if t.figures is not None:
+                frame = Cadence.due(step, cadence.frame_every) or (
+                    final and cadence.frame_every > 0
+                )
+                redraw = Cadence.due(step, cadence.figures_every) and not final
+                if t.figures is not None and (frame or redraw):
                     with timing(k, "frames"):
-                        if Cadence.due(step, cadence.frame_every) or (
-                            final and cadence.frame_every > 0
-                        ):
+                        if frame:
                             t.figures.frame(step)
-                        if Cadence.due(step, cadence.figures_every) and not final:
+                        if redraw:
                             t.figures.write(t.run, step, t.run.read_metrics(), final=False)
             if any(records):
                 bar.update(step - bar.n)

@@ -164,7 +164,10 @@ class StackedOptimizer:
                     for key in ("exp_avg", "exp_avg_sq")
                 }
             else:
-                step = torch.zeros((), dtype=torch.float32, device=s.device)
+                # (on the parameters' device for fused or capturable Adam, else on the host,
+                # as Adam itself keeps it: a device step count would cost a sync per update)
+                on_device = settings[0]["fused"] or settings[0]["capturable"]
+                step = torch.zeros((), dtype=torch.float32, device=s.device if on_device else "cpu")
                 moments = {key: torch.zeros_like(s) for key in ("exp_avg", "exp_avg_sq")}
             self.stacked.state[s] = {"step": step, **moments}
             for k, (m, p) in enumerate(zip(members, params, strict=True)):

@@ -122,34 +122,35 @@ class VectorizedStep:
     def _loss_key(self, k: int) -> tuple[int, str]:
         return id(self.objectives[k].row), self.objectives[k].generator_loss
 
-    def _draw(self, real_noise: bool) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
-        """Each run's data batch, latents and instance noise (for its fake and, with
-        `real_noise`, its real samples), from its own generator in the order it draws them alone:
-        stacked, (K, rows, ·)."""
-        batches, latents, fake_noise, real_noise_ = [], [], [], []
-        for t, objective in zip(self.tasks, self.objectives, strict=True):
-            batch = t.splits.batch(self.batch_size, t.generator)
-            batches.append(batch)
-            latents.append(t.model.noise(self.batch_size, t.generator))
-            if objective.spread is not None:  # (the noise `VariationalDivergence.noisy` adds)
-                kernel = objective.spread.kernel_at(objective.step)
-                shape = (self.batch_size * objective.spread_samples, *batch.shape[1:])
-                fake_noise.append(kernel.sample(shape, t.generator, batch.dtype))
-                if real_noise:
-                    real_noise_.append(kernel.sample(shape, t.generator, batch.dtype))
-        return (
-            torch.stack(batches),
-            torch.stack(latents),
-            torch.stack(fake_noise) if fake_noise else None,
-            torch.stack(real_noise_) if real_noise_ else None,
-        )
+    def _draw(self) -> tuple[Tensor, Tensor]:
+        """Each run's data batch and latents from its own generator: stacked, (K, n, ·)."""
+        batches = [t.splits.batch(self.batch_size, t.generator) for t in self.tasks]
+        noise = [t.model.noise(self.batch_size, t.generator) for t in self.tasks]
+        return torch.stack(batches), torch.stack(noise)
 
-    def _noisy(self, x: Tensor, noise: Tensor | None) -> Tensor:
-        """x, or `spread_samples` copies of each of its points plus their noise (K, rows, ·)."""
+    def _spread(self, *like: Tensor) -> list[Tensor | None]:
+        """Each run's instance noise for points like each of `like` (K, n, ·), in their dtypes,
+        drawn after its batch and latents as alone (`VariationalDivergence.noisy`): stacked,
+        (K, n · copies, ·); None without instance noise."""
+        drawn: list[list[Tensor]] = [[] for _ in like]
+        for k, (t, objective) in enumerate(zip(self.tasks, self.objectives, strict=True)):
+            if objective.spread is not None:
+                kernel = objective.spread.kernel_at(objective.step)
+                for noise, x in zip(drawn, like, strict=True):
+                    shape = tuple(x[k].shape)
+                    noise.append(
+                        kernel.noise_for(shape, objective.spread_samples, t.generator, x.dtype)
+                    )
+        return [torch.stack(noise) if noise else None for noise in drawn]
+
+    @staticmethod
+    def _noisy(x: Tensor, noise: Tensor | None) -> Tensor:
+        """x, or `spread_samples` copies of each of its points plus their noise (K, rows, ·), as
+        `SpreadKernel.add_noise` makes them."""
         if noise is None:
             return x
         copies = noise.shape[1] // x.shape[1]
-        return (x.repeat_interleave(copies, dim=1) if copies > 1 else x) + noise
+        return (x.repeat_interleave(copies, dim=1) if copies > 1 else x) + noise.to(x)
 
     def __call__(self, step: int) -> dict[str, Tensor]:
         model, critic = self.models.module, self.critics.module
@@ -159,11 +160,13 @@ class VectorizedStep:
             objective.begin_step(step)
         logged: dict[str, Tensor] = {}
         for _ in range(self.critic_steps):
-            real, z, fake_noise, real_noise = self._draw(real_noise=True)
+            real, z = self._draw()
             parts: dict[str, list[Tensor]] = {}
             with self.autocast():
                 with torch.no_grad():
-                    fake = self._noisy(generate(z), fake_noise)
+                    fake = generate(z)
+                fake_noise, real_noise = self._spread(fake, real)
+                fake = self._noisy(fake, fake_noise)
                 real = self._noisy(real, real_noise)
                 m = real.shape[1]
                 v = critic(torch.cat([real, fake], dim=1))  # real and fake in one pass, (K, 2m)
@@ -175,11 +178,15 @@ class VectorizedStep:
             self.critics.zero_grad()
             per_run.pop("critic").sum().backward()  # independent runs: each its own gradient
             self.critic_optimizer.step()
+            for objective in self.objectives:  # (a no-op: critic averaging trains alone)
+                objective.after_critic_step()
             add_critic_metrics(logged, per_run, self.critic_steps)
-        _, z, fake_noise, _ = self._draw(real_noise=False)  # (the batch is drawn, as alone)
+        _, z = self._draw()  # (the batch is drawn, as alone, and not used)
         self.critics.requires_grad_(False)  # gradients flow only into the generators
         with self.autocast():
-            v = critic(self._noisy(generate(z), fake_noise))
+            fake = generate(z)
+            (fake_noise,) = self._spread(fake)
+            v = critic(self._noisy(fake, fake_noise))
             loss = _cat([objective.model_terms(v[rows]) for objective, rows in self.buckets])
         self.models.zero_grad()
         loss.sum().backward()
