@@ -180,7 +180,8 @@ _APPS: dict[str, Callable[[], Any]] = {"train": _train_app, "eval": _eval_app, "
 
 def _fail(command: str, message: str, code: int = EXIT_USER_ERROR) -> None:
     program = f"gandiv {command}" if command else "gandiv"
-    if os.environ.get("RANK", "0") == "0":  # under torchrun, one line (rank 0's), not one per rank
+    ranks = _torchrun_ranks()
+    if ranks is None or ranks.main:  # under torchrun, one line (rank 0's), not one per rank
         sys.stderr.write(f"{program}: error: {message}\n")
         sys.stderr.flush()
     raise SystemExit(code)
