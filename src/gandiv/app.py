@@ -548,10 +548,9 @@ def _prepare_training(cfg: DictConfig, run: RunDirectory, multirun: bool) -> Pre
             f"{trainer.batch_size} is larger than the training set (dataset.n_train={n_train})",
         )
     precision = StepPrecision(resolve_precision(trainer.precision, device), device)
-    tune_device(device)
-    if trainer.threads is not None:
-        torch.set_num_threads(trainer.threads)
-    torch.manual_seed(trainer.seed)
+    torch.manual_seed(
+        trainer.seed
+    )  # (threads and device tuning: PreparedRun.apply_process_settings)
     # images: the copy is read (its cache built the first time) before anything is trained
     images = data.load(trainer.progress) if isinstance(data, ImageData) else None
     model = build_model(config.model, data.dim, image_size(data)).to(device)

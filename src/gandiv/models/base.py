@@ -70,6 +70,9 @@ class LatentGenerator(GenerativeModel):
     def generate(self, z: Tensor) -> Tensor:
         """Map latents z of shape (n, latent_dim) to samples of shape (n, dim)."""
 
+    def forward(self, z: Tensor) -> Tensor:
+        return self.generate(z)
+
     def latent_sample(self, n: int, generator: torch.Generator) -> Tensor:
         """Draw (n, latent_dim) latents from the prior."""
         return standard_normal(n, self.latent_dim, generator, like=next(self.parameters()))

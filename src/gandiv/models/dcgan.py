@@ -93,9 +93,6 @@ class DCGANGenerator(LatentGenerator):
             z = z.contiguous(memory_format=torch.channels_last)
         return self.net(z)
 
-    def forward(self, z: Tensor) -> Tensor:
-        return self.generate(z)
-
     def log_prob(self, x: Tensor) -> Tensor:
         raise NotImplementedError(
             "the dcgan model is an implicit generator: it has no density (use a sample-based "

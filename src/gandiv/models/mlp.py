@@ -72,9 +72,6 @@ class MLPGenerator(LatentGenerator):
         """Map latents z of shape (n, latent_dim) to samples of shape (n, dim)."""
         return self.net(z)
 
-    def forward(self, z: Tensor) -> Tensor:
-        return self.generate(z)
-
     def log_prob(self, x: Tensor) -> Tensor:
         raise NotImplementedError(
             "the mlp model is an implicit generator: it has no density (use a sample-based "

@@ -457,15 +457,13 @@ def train_runs(
                         with timing(k, "eval"):
                             results[k].last_eval = evaluate(step)
                         records[k].update(results[k].last_eval)
-            for k in live():
+            frame = Cadence.due(step, cadence.frame_every) or (final and cadence.frame_every > 0)
+            redraw = Cadence.due(step, cadence.figures_every) and not final
+            for k in live() if any(records) or frame or redraw else ():
                 t = tasks[k]
                 if records[k]:
                     elapsed = train_time[k] + time.perf_counter() - session_start
                     t.run.append_metrics({"step": step, **records[k], "time_s": round(elapsed, 4)})
-                frame = Cadence.due(step, cadence.frame_every) or (
-                    final and cadence.frame_every > 0
-                )
-                redraw = Cadence.due(step, cadence.figures_every) and not final
                 if t.figures is not None and (frame or redraw):
                     with timing(k, "frames"):
                         if frame:
