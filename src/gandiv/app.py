@@ -600,6 +600,11 @@ def _prepare_training(cfg: DictConfig, run: RunDirectory, multirun: bool) -> Pre
             "objective.noise=gaussian or laplace)",
             " ".join(unused),
         )
+    unused = [o for o in _job_overrides() if o.lstrip("+~").startswith("objective.encoder_depth=")]
+    if unused and isinstance(data, ImageData):
+        log.warning(
+            "ignored: %s (the convolutional encoder's depth follows dataset.size)", unused[0]
+        )
 
     if state is not None:  # accepted: record the extended config in the run's own .hydra/
         run.write_text(".hydra/config.yaml", OmegaConf.to_yaml(cfg))
@@ -775,7 +780,7 @@ def evaluate_run(path: Path, options: C.EvalConfig) -> dict[str, Any]:
     device = resolve_device(options.device, "device")
     data, model, objective = restore(path, config, state, device)
     if isinstance(data, ImageData):
-        return _evaluate_images(path, options, config, state, data, model, device)
+        return _evaluate_images(path, options, config, state, data, model, objective, device)
     if isinstance(options.critic, C.DCGANCriticConfig):
         raise UserError(
             "critic",
@@ -810,12 +815,7 @@ def evaluate_run(path: Path, options: C.EvalConfig) -> dict[str, Any]:
         report["heldout_nll_reason"] = (
             f"model={config.model.name} is an implicit generator: it has no density"
         )
-        if isinstance(objective, SpreadKL) and isinstance(model, LatentGenerator):
-            report["heldout_nll"] = objective.heldout_bound(model, splits.test, generator)
-            report["heldout_nll_reason"] = (
-                f"an upper bound: −(importance-weighted bound, {objective.iw_samples} samples) "
-                f"on log q̃ of the held-out data with spread noise σ={objective.kernel.sigma:g}"
-            )
+        report.update(_spread_bound(objective, model, splits.test, generator))
         if not data.has_density:
             report["ground_truth"] = None
             report["ground_truth_reason"] = "the data have no density (a curve of zero width)"
@@ -895,6 +895,21 @@ def _image_critic(options: C.EvalConfig, config: C.TrainConfig) -> C.DCGANCritic
     return cast(C.DCGANCriticConfig, C.to_schema("critic", node, C.DCGANCriticConfig))
 
 
+def _spread_bound(
+    objective: Objective, model: GenerativeModel, test: torch.Tensor, generator: torch.Generator
+) -> dict[str, Any]:
+    """A spread run's held-out NLL bound (nats per point) and what it is; nothing for others."""
+    if not (isinstance(objective, SpreadKL) and isinstance(model, LatentGenerator)):
+        return {}
+    return {
+        "heldout_nll": objective.heldout_bound(model, test, generator),
+        "heldout_nll_reason": (
+            f"an upper bound: −(importance-weighted bound, {objective.iw_samples} samples) on "
+            f"log q̃ of {len(test)} held-out points with spread noise σ={objective.kernel.sigma:g}"
+        ),
+    }
+
+
 def _evaluate_images(
     path: Path,
     options: C.EvalConfig,
@@ -902,10 +917,12 @@ def _evaluate_images(
     state: dict[str, Any],
     data: ImageData,
     model: GenerativeModel,
+    objective: Objective,
     device: torch.device,
 ) -> dict[str, Any]:
-    """An image run's evaluation: the independent DCGAN critic on the test partition, and sample
-    grids (figures/eval_samples.png, figures/test_images.png). No density or ground truth exists."""
+    """An image run's evaluation: the independent DCGAN critic on the test partition, sample
+    grids (figures/eval_samples.png, figures/test_images.png), and for a spread run the bound on
+    its held-out likelihood. No density or ground truth exists."""
     settings = options.eval
     budget_of = settings.images
     splits = ImageSplits(data.load(progress=True), device, on_device=False)
@@ -926,6 +943,7 @@ def _evaluate_images(
         ),
         "ground_truth": None,
         "ground_truth_reason": f"no density is known for images (dataset={data.name})",
+        **_spread_bound(objective, model, test[: budget_of.nll_images], generator),
         "independent_critic_architecture": {
             k: v for k, v in dataclasses.asdict(critic_config).items() if k != "ema"
         },

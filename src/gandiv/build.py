@@ -32,6 +32,9 @@ from gandiv.objectives.mmd import MMD
 from gandiv.objectives.spread import SpreadKL
 
 T = TypeVar("T")
+# objective.encoder_width=null: the spread objective's MLP encoder on vectors (on images the
+# convolutional encoder takes the generator's width)
+MLP_ENCODER_WIDTH = 128
 
 MODEL_CLASSES: dict[str, type[GenerativeModel]] = {
     "gaussian": GaussianModel,
@@ -164,17 +167,14 @@ def check_images(objective: Any, model: Any, data: ToyData | ImageData, critic: 
         raise UserError(
             "objective",
             f"objective={objective.name} needs densities, which {kind} images do not have; use "
-            "a sample-based objective: gan, ns_gan, logit_gan, reverse_kl_fgan, fgan, js_pi",
+            "a sample-based objective: gan, ns_gan, logit_gan, reverse_kl_fgan, fgan, js_pi, "
+            "or spread",
         )
-    if images and objective.name in ("spread", "mmd"):
-        why = {
-            "spread": "needs an encoder, and gandiv has no convolutional encoder yet",
-            "mmd": "compares samples with Gaussian kernels, which are not set up for pixels",
-        }[objective.name]
+    if images and objective.name == "mmd":
         raise UserError(
             "objective",
-            f"objective={objective.name} {why}; on images use gan, ns_gan, logit_gan, "
-            "reverse_kl_fgan, fgan or js_pi",
+            "objective=mmd compares samples with Gaussian kernels, which are not set up for "
+            "pixels; on images use gan, ns_gan, logit_gan, reverse_kl_fgan, fgan, js_pi or spread",
         )
     if images != (model.name in C.IMAGE_MODELS):
         allowed = C.IMAGE_MODELS if images else sorted(set(C.MODELS) - set(C.IMAGE_MODELS))
@@ -263,6 +263,11 @@ def build_objective(
     image_size = data.size if isinstance(data, ImageData) else None
     if isinstance(cfg, C.SpreadConfig):
         assert isinstance(model, LatentGenerator), "check_combination admits generators only"
+        if isinstance(model, DCGANGenerator):  # a convolutional encoder as wide as the generator
+            shape: tuple[int, int, int] | None = model.image_shape
+            width, channels_last = cfg.encoder_width or model.width, model.channels_last
+        else:
+            shape, width, channels_last = None, cfg.encoder_width or MLP_ENCODER_WIDTH, False
         return _checked(
             "objective",
             lambda: SpreadKL(
@@ -270,9 +275,11 @@ def build_objective(
                 data.dim,
                 model.latent_dim,
                 cfg.samples,
-                cfg.encoder_width,
+                width,
                 cfg.encoder_depth,
                 cfg.iw_samples,
+                shape,
+                channels_last,
             ),
         )
     if cfg.name == "forward_kl":

@@ -238,7 +238,7 @@ class SpreadConfig(ObjectiveConfig):
     sigma_start: float | None = _spec(gt=0.0)
     anneal_steps: int = _spec(ge=0)
     samples: int = _spec(ge=1, le=1024)
-    encoder_width: int = _spec(ge=1)
+    encoder_width: int | None = _spec(ge=1)
     encoder_depth: int = _spec(ge=1)
     iw_samples: int = _spec(ge=1, le=100_000)
 
@@ -345,6 +345,7 @@ class EvalImagesConfig:
     steps: int = _spec(ge=1)
     batch_size: int = _spec(ge=2)
     test_images: int | None = _spec(ge=4)
+    nll_images: int = _spec(ge=1)
     grid: int = _spec(ge=1, le=256)
 
 

@@ -312,7 +312,6 @@ CATALOGUE = [
         ["train", *CELEBA, "dataset.root=x", "objective=forward_kl"],
         "objective: objective=forward_kl needs densities, which dataset=celeba images do not have",
     ),
-    (["train", *CELEBA, "dataset.root=x", "objective=spread"], "objective=spread needs an enc"),
     (["eval", "run={run}", "critic=dcgan"], "critic: critic=dcgan is for images; this run's data"),
     # resume= pointed at something it cannot continue
     (["train", "resume=does/not/exist"], "resume: 'does/not/exist' is not a directory"),

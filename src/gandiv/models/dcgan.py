@@ -64,6 +64,7 @@ class DCGANGenerator(LatentGenerator):
         _check_positive(latent_dim=latent_dim, width=width, channels=channels)
         stride2 = _stride2_layers(image_size)
         self.latent_dim = latent_dim
+        self.width = width
         self.image_shape = (channels, image_size, image_size)
         self.dim = channels * image_size * image_size
         self.channels_last = channels_last
