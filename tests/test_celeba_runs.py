@@ -133,6 +133,7 @@ def test_spread_trains_a_dcgan_with_a_convolutional_encoder(gandiv, tmp_path: Pa
     assert "of 4 held-out points" in report["heldout_nll_reason"]
     # the bound on held-out faces lies near the final training loss (measured 877 vs 806)
     assert 0.5 * losses[-1] < report["heldout_nll"] < 2.0 * losses[-1]
+    assert (run / "figures" / "eval_reconstructions.png").stat().st_size > 0
 
 
 @pytest.mark.parametrize(

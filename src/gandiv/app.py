@@ -91,6 +91,8 @@ SAMPLES_SEED = 20_240_601
 EVAL_SEED_OFFSET = 1_000_003
 # Image runs save this many final samples (uint8 NHWC) at most in samples.npy.
 IMAGE_SAMPLES = 64
+# Test images in a spread run's figures/eval_reconstructions.png (one row each: x, y, G(μ(y))).
+RECONSTRUCTED = 8
 # Model samples drawn at a time on image runs (bounds the generator's activation memory).
 IMAGE_CHUNK = 256
 
@@ -974,6 +976,16 @@ def _evaluate_images(
         "eval_samples": image_grid_figure(to_uint8_images(shown), 8, f"model samples · {title}"),
         "test_images": image_grid_figure(real, 8, f"test partition · {data.name}"),
     }
+    if isinstance(objective, SpreadKL) and isinstance(model, LatentGenerator):
+        shown = test[:RECONSTRUCTED]
+        noisy, rebuilt = objective.reconstructions(model, shown, generator)
+        rows = to_uint8_images(torch.cat([shown, noisy, rebuilt]))
+        grids["eval_reconstructions"] = image_grid_figure(
+            rows,
+            len(shown),
+            f"rows: test images · with spread noise σ={objective.kernel.sigma:g} · "
+            "G(mean of q(z|y))",
+        )
     save_figures(run, grids)
     return report
 

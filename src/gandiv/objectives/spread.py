@@ -220,6 +220,14 @@ class SpreadKL(Objective):
         y = self.noisy(batch, generator)
         return -elbo(model, self.encoder, self.kernel, y, generator).mean()
 
+    def reconstructions(
+        self, model: LatentGenerator, x: Tensor, generator: torch.Generator
+    ) -> tuple[Tensor, Tensor]:
+        """Noisy copies y = x + ε of x, and G(μ(y)): the generator at the encoder's mean."""
+        with torch.no_grad():
+            y = self.kernel.add_noise(x, generator, dtype=self.draw_dtype)
+            return y, model.generate(self.encoder(y)[0])
+
     def heldout_bound(self, model: LatentGenerator, x: Tensor, generator: torch.Generator) -> float:
         """−mean importance-weighted bound on log q̃(y) over noisy held-out points y = x + ε:
         an upper bound on their negative log-likelihood under Q̃, in nats per point (image)."""
