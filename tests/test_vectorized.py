@@ -210,7 +210,9 @@ def test_jobs_that_cannot_join_a_group_train_alone_in_the_same_sweep(gandiv, tmp
     args = ["objective=ns_gan", "objective.gradient_penalty=0,1", "trainer.seed=0,1", *SMALL]
     result = gandiv("train", "-m", VECTORIZED, *args)
     assert result.code == 0, result.err
-    assert "training 2 runs as one vectorised group" in result.out  # the penalty-free pair
+    # the penalty-free pair, logged on the console in the jobs' format (not the launcher's)
+    assert "[gandiv][INFO] - training 2 runs as one vectorised group" in result.out
+    assert "[HYDRA] training" not in result.out and "[HYDRA] done" not in result.out
     (root,) = tmp_path.glob("multirun/*/*")
     assert [read_json(d / "summary.json")["status"] for d in _run_dirs(root)] == ["completed"] * 4
 

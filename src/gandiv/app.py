@@ -359,11 +359,26 @@ class _OnlyJob(logging.Filter):
         return getattr(record, "job", self.job) is self.job
 
 
+def _consoles() -> list[logging.Handler]:
+    """The root logger's handlers that write to a stream rather than a file."""
+    return [
+        h
+        for h in logging.getLogger().handlers
+        if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+    ]
+
+
 @contextmanager
 def _job_log(*jobs: PreparedRun) -> Iterator[None]:
-    """Log records go to these jobs' log files too (Hydra opened each only while preparing it);
-    a record with `extra={"job": job}` goes to that job's file only."""
+    """Log records go to these jobs' log files too (Hydra opened each only while preparing it),
+    and to the console in the jobs' format (not the launcher's); a record with
+    `extra={"job": job}` goes to that job's file only."""
     root = logging.getLogger()
+    consoles = _consoles()
+    launcher_formats = [h.formatter for h in consoles]
+    if jobs and jobs[0].console_format is not None:
+        for console in consoles:
+            console.setFormatter(jobs[0].console_format)
     handlers = []
     for job in jobs:
         if job.log_file is not None:
@@ -378,6 +393,8 @@ def _job_log(*jobs: PreparedRun) -> Iterator[None]:
         for handler in handlers:
             root.removeHandler(handler)
             handler.close()
+        for console, launcher_format in zip(consoles, launcher_formats, strict=True):
+            console.setFormatter(launcher_format)
 
 
 @dataclasses.dataclass
@@ -395,6 +412,7 @@ class PreparedRun:
     job_num: int | None  # the job's number in a sweep
     log_file: str | None  # the job's log file and its format (Hydra's job logging)
     log_format: logging.Formatter | None
+    console_format: logging.Formatter | None  # the job's console format
 
     @property
     def run(self) -> RunDirectory:
@@ -648,6 +666,7 @@ def _prepare_training(cfg: DictConfig, run: RunDirectory, multirun: bool) -> Pre
     if (data.dim <= 2 or isinstance(data, ImageData)) and run.writes:
         figures = run_figures(config, data, model, objective, device)
     file_logs = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
+    consoles = _consoles()
     return PreparedRun(
         task=RunTask(
             run,
@@ -672,6 +691,7 @@ def _prepare_training(cfg: DictConfig, run: RunDirectory, multirun: bool) -> Pre
         job_num=HydraConfig.get().job.num if multirun else None,
         log_file=file_logs[0].baseFilename if file_logs else None,
         log_format=file_logs[0].formatter if file_logs else None,
+        console_format=consoles[0].formatter if consoles else None,
     )
 
 
