@@ -136,6 +136,54 @@ def test_spread_trains_a_dcgan_with_a_convolutional_encoder(gandiv, tmp_path: Pa
     assert (run / "figures" / "eval_reconstructions.png").stat().st_size > 0
 
 
+MMD_TINY = ["objective=mmd", "objective.feature_width=8"]
+
+
+def test_an_image_mmd_run_trains_on_fixed_random_features_and_evaluates(
+    gandiv, tmp_path: Path, copy: Path
+):
+    """objective=mmd on images: kernels on a frozen random DCGAN feature map drawn from
+    objective.feature_seed (the same for every trainer.seed, unchanged by training, in no
+    optimiser), bandwidths from the median feature distance of the first batch."""
+    from gandiv.models.dcgan import DCGANFeatures, DCGANGenerator
+
+    runs = {}
+    for seed, steps in ((0, 20), (1, 2)):
+        out = tmp_path / f"seed{seed}"
+        args = images(copy, *MMD_TINY, f"trainer.steps={steps}", "plot.every=10")
+        started = time.perf_counter()
+        result = gandiv("train", *args, f"trainer.seed={seed}", f"hydra.run.dir={out}")
+        assert result.code == 0, result.err
+        print(f"\n{steps}-step {SIZE}×{SIZE} mmd run: {time.perf_counter() - started:.2f} s")
+        runs[seed] = out
+    run = runs[0]
+    for name in ("metrics.jsonl", "checkpoints/last.pt", "figures/samples.png", "samples.npy"):
+        assert (run / name).is_file(), name
+    summary = read_json(run / "summary.json")
+    assert summary["status"] == "completed" and summary["steps"] == 20
+    assert np.isfinite(summary["loss"]) and "critic_loss" not in summary
+    states = {
+        s: torch.load(p / "checkpoints" / "last.pt", weights_only=True) for s, p in runs.items()
+    }
+    drawn = DCGANFeatures(8, SIZE, 3, seed=0).state_dict()
+    for state in states.values():
+        assert set(state["objective"]) == {"scale"} | {f"features.{k}" for k in drawn}
+        for key, value in drawn.items():  # trained or not, whatever trainer.seed
+            assert torch.equal(state["objective"][f"features.{key}"], value), key
+        assert state["critic_optimizer"] is None
+        (group,) = state["optimizer"]["param_groups"]  # the generator's parameters only
+        assert len(group["params"]) == len(list(DCGANGenerator(16, 8, SIZE).parameters()))
+    assert float(states[0]["objective"]["scale"]) > 0
+    assert float(states[0]["objective"]["scale"]) != float(states[1]["objective"]["scale"])
+
+    result = gandiv("eval", f"run={run}", *EVAL_TINY)
+    assert result.code == 0, result.err
+    report = read_json(run / "eval.json")
+    assert report["step"] == 20 and report["n_test"] == COUNTS["test"]
+    assert np.isfinite(report["independent_critic"]["js"]["estimate"])
+    assert (run / "figures" / "eval_samples.png").stat().st_size > 0
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -144,7 +192,6 @@ def test_spread_trains_a_dcgan_with_a_convolutional_encoder(gandiv, tmp_path: Pa
         (["objective=forward_kl"], "objective: objective=forward_kl needs densities, which"),
         (["objective=reverse_kl"], "objective: objective=reverse_kl needs densities"),
         (["objective=direct"], "objective: objective=direct needs densities"),
-        (["objective=mmd"], "objective: objective=mmd compares samples with Gaussian kernels"),
         (["dataset.size=48"], "dataset.size: must be a power of two (the DCGAN shapes), got 48"),
     ],
     ids=lambda v: " ".join(v) if isinstance(v, list) else "",
@@ -163,6 +210,11 @@ def test_impossible_image_combinations_are_refused(
     [
         (["model=dcgan", "objective=gan"], "model: model=dcgan generates images, not vector"),
         (["model=mlp", "objective=gan", "critic=dcgan"], "critic: critic=dcgan is for images"),
+        (
+            ["objective=mmd", "objective.features=random_conv"],
+            "objective.features: random_conv is a convolutional feature map for images, not "
+            "vector (toy) data; use objective.features=auto or data",
+        ),
     ],
 )
 def test_image_networks_are_refused_on_vector_data(gandiv, args: list[str], message: str):
@@ -236,12 +288,14 @@ def test_a_bf16_image_run_on_the_cpu_stays_close_to_float32(gandiv, tmp_path: Pa
     np.testing.assert_allclose(losses["bf16"], losses["fp32"], rtol=0.05)
 
 
+@pytest.mark.parametrize("objective", [["objective=ns_gan"], MMD_TINY], ids=["ns_gan", "mmd"])
 def test_an_interrupted_image_run_resumes_to_the_uninterrupted_metrics(
-    gandiv, tmp_path: Path, copy: Path
+    gandiv, tmp_path: Path, copy: Path, objective: list[str]
 ):
     """A DCGAN run stopped at step 6 (its checkpoint) and resumed ends as one never stopped:
-    the same metrics.jsonl (less time_s) and the same parameters, BatchNorm statistics too."""
-    args = images(copy, "objective=ns_gan", "trainer.log_every=3", "trainer.checkpoint_every=6")
+    the same metrics.jsonl (less time_s) and the same parameters, BatchNorm statistics too (mmd:
+    the kernel's median scale is the one measured at step 1, not measured again)."""
+    args = images(copy, *objective, "trainer.log_every=3", "trainer.checkpoint_every=6")
     whole, part = tmp_path / "whole", tmp_path / "part"
     result = gandiv("train", *args, "trainer.steps=12", "plot.every=6", f"hydra.run.dir={whole}")
     assert result.code == 0, result.err
@@ -255,6 +309,10 @@ def test_an_interrupted_image_run_resumes_to_the_uninterrupted_metrics(
     assert any("running_var" in k for k in resumed)
     for key, value in uninterrupted.items():
         assert torch.equal(resumed[key], value), key
+    states = [torch.load(r / "checkpoints" / "last.pt", weights_only=True) for r in (part, whole)]
+    assert states[0]["objective"].keys() == states[1]["objective"].keys()
+    for key, value in states[1]["objective"].items():
+        assert torch.equal(states[0]["objective"][key], value), key
 
 
 @pytest.mark.gpu

@@ -24,7 +24,7 @@ from gandiv.divergences import DIVERGENCES, get_divergence
 from gandiv.errors import UserError
 from gandiv.models import CouplingFlow, GaussianModel, LinearGenerator, MLPCritic, MLPGenerator
 from gandiv.models.base import GenerativeModel, LatentGenerator
-from gandiv.models.dcgan import DCGANCritic, DCGANGenerator
+from gandiv.models.dcgan import DCGANCritic, DCGANFeatures, DCGANGenerator
 from gandiv.objectives.adversarial import VariationalDivergence
 from gandiv.objectives.base import Objective
 from gandiv.objectives.likelihood import Direct, ForwardKL, ReverseKL
@@ -159,7 +159,7 @@ def build_critic(
 
 def check_images(objective: Any, model: Any, data: ToyData | ImageData, critic: Any) -> None:
     """Refuse image models and critics on vector data, vector ones on images, and objectives
-    that images cannot have (they need densities, or are not wired for images yet)."""
+    that images cannot have (they need densities)."""
     cls = OBJECTIVE_CLASSES[objective.name]
     images = isinstance(data, ImageData)
     kind = f"dataset={data.name}" if isinstance(data, ImageData) else "vector (toy) data"
@@ -168,13 +168,7 @@ def check_images(objective: Any, model: Any, data: ToyData | ImageData, critic: 
             "objective",
             f"objective={objective.name} needs densities, which {kind} images do not have; use "
             "a sample-based objective: gan, ns_gan, logit_gan, reverse_kl_fgan, fgan, js_pi, "
-            "or spread",
-        )
-    if images and objective.name == "mmd":
-        raise UserError(
-            "objective",
-            "objective=mmd compares samples with Gaussian kernels, which are not set up for "
-            "pixels; on images use gan, ns_gan, logit_gan, reverse_kl_fgan, fgan, js_pi or spread",
+            "mmd or spread",
         )
     if images != (model.name in C.IMAGE_MODELS):
         allowed = C.IMAGE_MODELS if images else sorted(set(C.MODELS) - set(C.IMAGE_MODELS))
@@ -236,6 +230,13 @@ def check_combination(
         )
     if isinstance(objective, C.MMDConfig) and batch_size < 2:
         raise UserError("trainer.batch_size", "objective=mmd needs at least 2 samples per batch")
+    mmd = isinstance(objective, C.MMDConfig)
+    if mmd and objective.features == "random_conv" and not isinstance(data, ImageData):
+        raise UserError(
+            "objective.features",
+            "random_conv is a convolutional feature map for images, not vector (toy) data; "
+            "use objective.features=auto or data",
+        )
 
 
 def _spread_noise(cfg: Any) -> SpreadNoise:
@@ -292,7 +293,7 @@ def build_objective(
         row = _checked("objective.divergence", lambda: get_divergence(cfg.divergence, cfg.pi))
         return Direct(data, row, grid_points)
     if isinstance(cfg, C.MMDConfig):
-        return MMD(cfg.bandwidths)
+        return _mmd(cfg, data, model)
     target = None
     if isinstance(cfg, C.FGANConfig):
         if cfg.divergence == "js_pi":
@@ -320,6 +321,26 @@ def build_objective(
         spread=_spread_noise(cfg) if cfg.noise != "none" else None,
         spread_samples=cfg.samples,
     )
+
+
+def _mmd(cfg: C.MMDConfig, data: ToyData | ImageData, model: GenerativeModel | None) -> MMD:
+    """MMD with its `auto` settings resolved: on vectors kernels on the data with absolute
+    bandwidths, on images on random convolutional features with the median heuristic."""
+    images = isinstance(data, ImageData)
+    features = cfg.features if cfg.features != "auto" else ("random_conv" if images else "data")
+    scale = cfg.bandwidth_scale
+    if scale == "auto":
+        scale = "median" if images else "absolute"
+    feature_map = None
+    if features == "random_conv":
+        assert isinstance(data, ImageData), "check_combination admits random_conv on images only"
+        channels_last = bool(getattr(model, "channels_last", False))  # the generator's layout
+        feature_map = _checked(
+            "objective",
+            lambda: DCGANFeatures(cfg.feature_width, data.size, 3, cfg.feature_seed, channels_last),
+        )
+    median = scale == "median"
+    return MMD(cfg.median_factors if median else cfg.bandwidths, feature_map, median_scale=median)
 
 
 def build_optimizer(

@@ -229,6 +229,13 @@ class JSPiConfig(AdversarialConfig):
 @dataclass
 class MMDConfig(ObjectiveConfig):
     bandwidths: list[float] = _spec(gt=0.0)
+    features: str = _spec(
+        choices=("auto", "data", "random_conv")
+    )  # random_conv on vectors: refused when built
+    feature_width: int = _spec(ge=1)
+    feature_seed: int = _spec(ge=0)
+    bandwidth_scale: str = _spec(choices=("auto", "absolute", "median"))
+    median_factors: list[float] = _spec(gt=0.0)
 
 
 @dataclass

@@ -199,6 +199,21 @@ CATALOGUE = [
     (["train", "objective=gan", "objective.gradient_penalty=-1"], "gradient_penalty: must be >= 0"),
     (["train", "objective=mmd", "objective.bandwidths=[]"], "bandwidths: must not be an empty"),
     (["train", "objective=mmd", "objective.bandwidths=[0.5,0]"], "bandwidths: must be > 0.0"),
+    (
+        ["train", "objective=mmd", "objective.features=pixels"],
+        "objective.features: 'pixels' is not allowed; choose one of: auto, data, random_conv",
+    ),
+    (
+        ["train", "objective=mmd", "objective.features=random_conv"],
+        "objective.features: random_conv is a convolutional feature map for images, not vector "
+        "(toy) data; use objective.features=auto or data",
+    ),
+    (
+        ["train", "objective=mmd", "objective.bandwidth_scale=mean"],
+        "objective.bandwidth_scale: 'mean' is not allowed; choose one of: auto, absolute, median",
+    ),
+    (["train", "objective=mmd", "objective.median_factors=[1,-2]"], "median_factors: must be >"),
+    (["train", "objective=mmd", "objective.feature_width=0"], "feature_width: must be >= 1"),
     (["train", "objective=gan", "trainer.critic_steps=0"], "trainer.critic_steps: must be >= 1"),
     (["train", "objective=gan", "critic.ema=1.0"], "critic.ema: must be >= 0.0 and < 1.0"),
     (["train", "objective=gan", "critic.width=0"], "critic.width: must be >= 1, got 0"),

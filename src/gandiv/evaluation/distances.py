@@ -8,15 +8,24 @@ import torch
 from torch import Tensor
 
 
-def mmd2_unbiased(x: Tensor, y: Tensor, bandwidths: Sequence[float]) -> Tensor:
+def mmd2_unbiased(
+    x: Tensor, y: Tensor, bandwidths: Sequence[float] | Tensor, gram: bool = False
+) -> Tensor:
     """Unbiased MMD² (Gretton et al. 2012, eq. 3) with k = Σ_σ exp(−‖a − b‖² / 2σ²).
 
-    The kernel is a sum of Gaussian kernels over `bandwidths`, characteristic for every σ > 0, so
-    MMD² = 0 only when the two distributions are equal. x: (n, d), y: (m, d), n, m ≥ 2.
+    The kernel is a sum of Gaussian kernels over `bandwidths` (numbers, or a 1-D tensor of them),
+    characteristic for every σ > 0, so MMD² = 0 only when the two distributions are equal.
+    x: (n, d), y: (m, d), n, m ≥ 2. With `gram` the squared distances are ‖a‖² + ‖b‖² − 2⟨a, b⟩
+    (clamped at 0): matrix products forward and backward, for features of high dimension, where
+    the backward pass of `torch.cdist` (elementwise, n·m·d terms) costs far more.
     """
     n, m = len(x), len(y)
     both = torch.cat([x, y])
-    sq = torch.cdist(both, both).pow(2)
+    if gram:
+        norms = both.pow(2).sum(dim=1)
+        sq = (norms[:, None] + norms[None, :] - 2 * both @ both.T).clamp_min(0)
+    else:
+        sq = torch.cdist(both, both).pow(2)
     kernel = sum(torch.exp(-sq / (2 * s**2)) for s in bandwidths)
     assert isinstance(kernel, Tensor)
     k_xx, k_yy, k_xy = kernel[:n, :n], kernel[n:, n:], kernel[:n, n:]

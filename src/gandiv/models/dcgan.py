@@ -14,6 +14,8 @@ towards the 4×4 end. Weights start as N(0, 0.02²), BatchNorm scales as N(1, 0.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
@@ -145,6 +147,11 @@ class DCGANCritic(nn.Module):
         if channels_last:
             self.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
+    def hidden(self) -> nn.Sequential:
+        """Its layers up to the last hidden activation (8w×4×4 at 64×64), without the output
+        layer: the trunk of the spread objective's encoder and of mmd's random features."""
+        return nn.Sequential(*list(self.net)[:-1])
+
     def forward(self, x: Tensor) -> Tensor:
         """Return the critic output, shape (n,), for images (n, *image_shape) or (n, dim); float32
         also under bf16 autocast, so that the losses are reduced in float32."""
@@ -152,3 +159,59 @@ class DCGANCritic(nn.Module):
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x).reshape(len(x)).float()
+
+
+class DCGANFeatures(nn.Module):
+    """A fixed random feature map φ(x) of images: the pixels and the activations of every hidden
+    layer of a DCGAN critic without BatchNorm (at 64×64 with width w: 3×64×64, w×32×32, 2w×16×16,
+    4w×8×8, 8w×4×4), each block flattened and divided by the square root of its size, so that
+    ‖φ(x) − φ(y)‖² is a sum of mean squared differences, one per scale, weighted alike.
+
+    The pixels make φ injective, so a Gaussian kernel on φ(x) is characteristic on images as on
+    pixels (MMD = 0 only for equal distributions); the layers add distances between local
+    patterns at every scale, which pixels alone do not see. The weights are drawn from `seed`
+    alone (the global random stream is left as it was) with He et al.'s (2015) variance for
+    LeakyReLU(0.2), biases zero, and are never trained (`requires_grad` off). Without BatchNorm
+    φ is a fixed function of each image, whatever else is in its batch.
+    """
+
+    def __init__(
+        self,
+        width: int = 64,
+        image_size: int = 64,
+        channels: int = 3,
+        seed: int = 0,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            critic = DCGANCritic(width, image_size, channels, batch_norm=False)
+            for layer in critic.net:
+                if isinstance(layer, nn.Conv2d):
+                    nn.init.kaiming_normal_(layer.weight, a=0.2, nonlinearity="leaky_relu")
+        self.net = critic.hidden()
+        if channels_last:  # (after drawing: the same weights in either layout)
+            self.net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.image_shape = critic.image_shape
+        self.channels_last = channels_last
+        sizes = [critic.dim]
+        features, side = width, image_size // 2
+        for _ in range(_stride2_layers(image_size)):
+            sizes.append(features * side * side)
+            features, side = 2 * features, side // 2
+        self.dim = sum(sizes)
+        self.requires_grad_(False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """φ(x), float32 of shape (n, dim), for images (n, *image_shape) or the same flattened."""
+        x = x.reshape(len(x), *self.image_shape)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        blocks, h = [x], x
+        for layer in self.net:
+            h = layer(h)
+            if isinstance(layer, LeakyReLU02):
+                blocks.append(h)
+        flat = [b.reshape(len(x), -1).float() for b in blocks]  # (logical order in any layout)
+        return torch.cat([b / math.sqrt(b.shape[1]) for b in flat], dim=1)

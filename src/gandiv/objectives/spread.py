@@ -86,13 +86,13 @@ class ConvEncoder(nn.Module):
     ) -> None:
         super().__init__()
         channels, size, _ = image_shape
-        trunk = DCGANCritic(width, size, channels, batch_norm=False).net
-        last = trunk[-1]
-        assert isinstance(last, nn.Conv2d)
+        critic = DCGANCritic(width, size, channels, batch_norm=False)
         self.image_shape = image_shape
         self.channels_last = channels_last
-        self.trunk = trunk[:-1]
-        self.head = nn.Conv2d(last.in_channels, 2 * latent_dim, 4, 1, 0)
+        self.trunk = critic.hidden()
+        out = critic.net[-1]
+        assert isinstance(out, nn.Conv2d)
+        self.head = nn.Conv2d(out.in_channels, 2 * latent_dim, 4, 1, 0)
         dcgan_init(self.head)
         if channels_last:
             self.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
