@@ -9,7 +9,7 @@ import torch
 from hydra import compose, initialize_config_module
 
 from gandiv import config as C
-from gandiv.build import build_dataset, build_objective
+from gandiv.build import build_dataset, build_model, build_objective
 from gandiv.data.images import ImageData
 from gandiv.evaluation.distances import MMD_BANDWIDTH_SCALES, mmd2_unbiased
 from gandiv.models.dcgan import DCGANFeatures, DCGANGenerator
@@ -205,3 +205,38 @@ def test_image_mmd_training_brings_the_model_closer_to_the_data():
     after = distances()
     assert after[0] < 0.2 * before[0], (before, after)
     assert after[1] < 0.5 * before[1], (before, after)
+
+
+def test_on_vectors_the_median_scale_comes_from_the_first_training_batch_not_the_figures():
+    """The figures evaluate `sample_loss` on their own fixed points before step 1: that must not
+    fix the kernel the run trains with."""
+    cfg = _config("objective.bandwidth_scale=median")
+    data = build_dataset(cfg.dataset)
+    objective = build_objective(cfg.objective, data, cfg.critic, None)
+    assert isinstance(objective, MMD) and objective.features is None
+    shown, batch = 3.0 * torch.randn(50, 2), torch.randn(40, 2)
+    model = build_model(cfg.model, 2)
+    objective.sample_loss(model, torch.randn(50, 2), shown)  # a figure's frame at step 0
+    assert not objective.measured and torch.isnan(objective.scale).all()
+    objective.model_loss(model, batch, torch.Generator().manual_seed(0))
+    assert float(objective.scale) == pytest.approx(_median_pairwise(batch), rel=1e-6)
+
+
+def test_mmd_keys_the_resolved_settings_do_not_read_are_reported(gandiv, tmp_path):
+    result = gandiv(
+        "train",
+        "objective=mmd",
+        "model=gaussian",
+        "trainer.steps=2",
+        "plot.every=0",
+        "objective.median_factors=[1.0]",
+        "objective.feature_seed=3",
+        "objective.bandwidths=[0.5]",
+    )
+    assert result.code == 0, result.err
+    log = next(tmp_path.glob("outputs/*/*/train.log")).read_text()
+    assert (
+        "ignored: objective.median_factors=[1.0] objective.feature_seed=3 (objective=mmd with "
+        "features=data, bandwidth_scale=absolute here)" in log
+    )
+    assert "objective.bandwidths" not in log.split("ignored:")[1].splitlines()[0]

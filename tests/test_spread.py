@@ -24,6 +24,7 @@ from gandiv.evaluation.spread import SpreadModel
 from gandiv.models.base import LatentGenerator
 from gandiv.models.linear import LinearGenerator
 from gandiv.models.mlp import MLPGenerator
+from gandiv.objectives import spread as spread_objective
 from gandiv.objectives.spread import ConvEncoder, SpreadKL, elbo, importance_bound
 
 from .conftest import read_json, run_dirs
@@ -275,6 +276,23 @@ def test_elbo_equals_log_likelihood_with_the_exact_posterior():
     draws = draws.reshape(5000, 8)
     stderr = draws.std(0) / math.sqrt(5000)
     assert ((draws.mean(0) - exact).abs() < 4 * stderr + 1e-9).all()
+
+
+def test_the_heldout_bound_splits_its_importance_samples_without_changing_it(monkeypatch):
+    """Where one point's samples exceed the memory budget they are drawn in splits and combined
+    as log((Σ_splits n · mean w) / S): with the exact posterior every weight is q̃(y), so split
+    and whole bounds agree to rounding."""
+    model = _linear([[1.0, 0.3], [-0.4, 0.8], [0.2, 0.1]], [0.5, 0.0, -0.3])
+    objective = SpreadKL(SpreadNoise("gaussian", 0.3), 3, 2, iw_samples=10).double()
+    _exact_posterior_encoder(objective, model, 0.3)
+    points = torch.randn(5, 1, 3, dtype=torch.float64)  # one at a time: the same noisy y
+
+    def bounds() -> list[float]:
+        return [objective.heldout_bound(model, x, torch.Generator().manual_seed(0)) for x in points]
+
+    whole = bounds()
+    monkeypatch.setattr(spread_objective, "_BOUND_ELEMENTS", 12)  # splits of 4, 4 and 2
+    assert bounds() == pytest.approx(whole, rel=1e-12)
 
 
 def test_bounds_lie_below_the_likelihood_and_importance_sampling_closes_the_gap():

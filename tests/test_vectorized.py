@@ -297,6 +297,10 @@ def test_max_group_splits_the_groups_and_is_validated(gandiv, tmp_path):
     result = gandiv("train", "-m", VECTORIZED, "hydra.launcher.max_group=2", *args)
     assert result.code == 0, result.err
     assert "training 2 runs as one vectorised group" in result.out
+    # the third job, a group of one, logs to its own train.log and in the jobs' format
+    (root,) = tmp_path.glob("multirun/*/*")
+    assert "[gandiv][INFO] - done: " in (root / "2" / "train.log").read_text()
+    assert "[HYDRA] done" not in result.out
     bad = gandiv("train", "-m", VECTORIZED, "hydra.launcher.max_group=-1", *args)
     assert bad.code == 2
     assert bad.err.strip().splitlines() == [

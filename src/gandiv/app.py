@@ -34,7 +34,9 @@ from gandiv.build import (
     build_objective,
     build_optimizer,
     check_combination,
+    mmd_settings,
     resolve_device,
+    unused_mmd_keys,
 )
 from gandiv.data.images import ImageData, ImageSplits, to_uint8_images
 from gandiv.data.splits import ToySplits
@@ -296,7 +298,7 @@ def train_group(group: Sequence[PreparedRun]) -> list[tuple[PreparedRun, Numeric
     one vectorised computation, one alone. Every run writes its own directory exactly as alone;
     returns the runs that stopped on a non-finite value (recorded in their summaries)."""
     if len(group) == 1:
-        with _recording_crash([group[0].run], multirun=True):
+        with _job_log(group[0]), _recording_crash([group[0].run], multirun=True):
             try:
                 group[0].train_alone()
             except NumericalError as err:
@@ -620,6 +622,17 @@ def _prepare_training(cfg: DictConfig, run: RunDirectory, multirun: bool) -> Pre
             "objective.noise=gaussian or laplace)",
             " ".join(unused),
         )
+    if isinstance(config.objective, C.MMDConfig):
+        features, scale = mmd_settings(config.objective, data)
+        keys = tuple(f"objective.{k}=" for k in unused_mmd_keys(config.objective, data))
+        unused = [o for o in _job_overrides() if o.lstrip("+~").startswith(keys)]
+        if unused:
+            log.warning(
+                "ignored: %s (objective=mmd with features=%s, bandwidth_scale=%s here)",
+                " ".join(unused),
+                features,
+                scale,
+            )
     unused = [o for o in _job_overrides() if o.lstrip("+~").startswith("objective.encoder_depth=")]
     if unused and isinstance(data, ImageData):
         log.warning(

@@ -29,12 +29,9 @@ from gandiv.objectives.adversarial import VariationalDivergence
 from gandiv.objectives.base import Objective
 from gandiv.objectives.likelihood import Direct, ForwardKL, ReverseKL
 from gandiv.objectives.mmd import MMD
-from gandiv.objectives.spread import SpreadKL
+from gandiv.objectives.spread import MLP_ENCODER_WIDTH, SpreadKL
 
 T = TypeVar("T")
-# objective.encoder_width=null: the spread objective's MLP encoder on vectors (on images the
-# convolutional encoder takes the generator's width)
-MLP_ENCODER_WIDTH = 128
 
 MODEL_CLASSES: dict[str, type[GenerativeModel]] = {
     "gaussian": GaussianModel,
@@ -167,8 +164,8 @@ def check_images(objective: Any, model: Any, data: ToyData | ImageData, critic: 
         raise UserError(
             "objective",
             f"objective={objective.name} needs densities, which {kind} images do not have; use "
-            "a sample-based objective: gan, ns_gan, logit_gan, reverse_kl_fgan, fgan, js_pi, "
-            "mmd or spread",
+            "a sample-based objective (gan, ns_gan, logit_gan, reverse_kl_fgan, fgan, js_pi, "
+            "mmd) or spread",
         )
     if images != (model.name in C.IMAGE_MODELS):
         allowed = C.IMAGE_MODELS if images else sorted(set(C.MODELS) - set(C.IMAGE_MODELS))
@@ -323,14 +320,30 @@ def build_objective(
     )
 
 
-def _mmd(cfg: C.MMDConfig, data: ToyData | ImageData, model: GenerativeModel | None) -> MMD:
-    """MMD with its `auto` settings resolved: on vectors kernels on the data with absolute
-    bandwidths, on images on random convolutional features with the median heuristic."""
+def mmd_settings(cfg: C.MMDConfig, data: ToyData | ImageData) -> tuple[str, str]:
+    """`objective.features` and `objective.bandwidth_scale` with `auto` resolved: kernels on the
+    data with absolute bandwidths on vectors, on random convolutional features with the median
+    heuristic on images."""
     images = isinstance(data, ImageData)
     features = cfg.features if cfg.features != "auto" else ("random_conv" if images else "data")
     scale = cfg.bandwidth_scale
     if scale == "auto":
         scale = "median" if images else "absolute"
+    return features, scale
+
+
+def unused_mmd_keys(cfg: C.MMDConfig, data: ToyData | ImageData) -> list[str]:
+    """The `objective.*` keys these mmd settings do not read."""
+    features, scale = mmd_settings(cfg, data)
+    unused = ["median_factors"] if scale == "absolute" else ["bandwidths"]
+    if features != "random_conv":
+        unused += ["feature_width", "feature_seed"]
+    return unused
+
+
+def _mmd(cfg: C.MMDConfig, data: ToyData | ImageData, model: GenerativeModel | None) -> MMD:
+    """MMD with its `auto` settings resolved (`mmd_settings`)."""
+    features, scale = mmd_settings(cfg, data)
     feature_map = None
     if features == "random_conv":
         assert isinstance(data, ImageData), "check_combination admits random_conv on images only"

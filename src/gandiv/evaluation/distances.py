@@ -118,7 +118,9 @@ def sliced_wasserstein(
 
 def median_distance(points: Tensor) -> Tensor:
     """Median of the pairwise distances ‖a_i − a_j‖, i < j (the median heuristic; Gretton et al.
-    2012, §8), float64."""
+    2012, §8), float64, over the first `_MEDIAN_POINTS` points (2M pairs; `torch.quantile`
+    takes at most 2^24 values)."""
+    points = points[:_MEDIAN_POINTS]
     dist = torch.cdist(
         points.double(), points.double(), compute_mode="donot_use_mm_for_euclid_dist"
     )

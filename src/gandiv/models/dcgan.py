@@ -190,9 +190,15 @@ class DCGANFeatures(nn.Module):
             for layer in critic.net:
                 if isinstance(layer, nn.Conv2d):
                     nn.init.kaiming_normal_(layer.weight, a=0.2, nonlinearity="leaky_relu")
-        self.net = critic.hidden()
+        # one module per block (each up to its activation), so that trainer.compile reaches them
+        blocks: list[list[nn.Module]] = [[]]
+        for layer in critic.hidden():
+            blocks[-1].append(layer)
+            if isinstance(layer, LeakyReLU02):
+                blocks.append([])
+        self.blocks = nn.ModuleList(nn.Sequential(*block) for block in blocks if block)
         if channels_last:  # (after drawing: the same weights in either layout)
-            self.net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+            self.blocks.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.image_shape = critic.image_shape
         self.channels_last = channels_last
         sizes = [critic.dim]
@@ -209,9 +215,8 @@ class DCGANFeatures(nn.Module):
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         blocks, h = [x], x
-        for layer in self.net:
-            h = layer(h)
-            if isinstance(layer, LeakyReLU02):
-                blocks.append(h)
+        for block in self.blocks:
+            h = block(h)
+            blocks.append(h)
         flat = [b.reshape(len(x), -1).float() for b in blocks]  # (logical order in any layout)
         return torch.cat([b / math.sqrt(b.shape[1]) for b in flat], dim=1)

@@ -11,6 +11,10 @@ from gandiv.evaluation.distances import median_distance, mmd2_unbiased
 from gandiv.models.base import GenerativeModel
 from gandiv.objectives.base import Objective
 
+# Above this many dimensions the kernels' squared distances come from inner products (matrix
+# products forward and backward; `torch.cdist`'s backward is elementwise, n·m·d terms).
+GRAM_DIM = 256
+
 
 class MMD(Objective):
     """Minimise the unbiased MMD² between a data batch and a model batch (Li et al. 2015;
@@ -18,10 +22,10 @@ class MMD(Objective):
 
     φ is `features`, a fixed network that is never trained, or the identity (None): the kernel
     compares the data themselves. The σ are `bandwidths`; with `median_scale` they are multiples
-    of s, the median pairwise distance ‖φ(x_i) − φ(x_j)‖ of the first data batch (the median
+    of s, the median pairwise distance ‖φ(x_i) − φ(x_j)‖ of the first training batch (the median
     heuristic; Gretton et al. 2012, §8), measured once and kept in the buffer ``scale``, so the
-    kernel is one fixed function for the whole run, its checkpoints and its evaluation. The
-    kernels are computed in float32, also under bf16 autocast; on features, from inner products
+    kernel is one fixed function for the whole run and its resumptions. The kernels are computed
+    in float32, also under bf16 autocast; above `GRAM_DIM` dimensions from inner products
     (`mmd2_unbiased(gram=True)`).
     """
 
@@ -57,28 +61,36 @@ class MMD(Objective):
             x = self.features(x)
         return x.reshape(len(x), -1).float()
 
-    def kernel_bandwidths(self, data_features: Tensor) -> Sequence[float] | Tensor:
-        """The σ of the kernels; with the median heuristic, s measured on `data_features` the
-        first time (no host sync: the product stays on the device)."""
+    def kernel_bandwidths(self, data_features: Tensor, measure: bool) -> Sequence[float] | Tensor:
+        """The σ of the kernels. With the median heuristic, s is measured on `data_features` when
+        `measure` is set and s is not yet known (the first training batch: no host sync, the
+        product stays on the device); before that, other callers (the figures) get σ from the
+        median of their own `data_features`, which is not kept."""
         if self.scale is None or self.factors is None:
             return self.bandwidths
-        if not self.measured:
-            with torch.no_grad():
-                median = median_distance(data_features).to(self.scale.dtype)
-                self.scale.copy_(torch.where(median > 0, median, 1.0))  # all equal: any will do
-            self.measured = True
-        return self.scale * self.factors
+        if self.measured:
+            return self.scale * self.factors
+        with torch.no_grad():
+            median = median_distance(data_features).to(self.scale.dtype)
+            median = torch.where(median > 0, median, 1.0)  # all points equal: any σ will do
+            if measure:
+                self.scale.copy_(median)
+                self.measured = True
+        return median * self.factors
 
     def model_loss(
         self, model: GenerativeModel, batch: Tensor, generator: torch.Generator
     ) -> Tensor:
-        return self.sample_loss(model, model.sample(len(batch), generator), batch)
+        return self._loss(model.sample(len(batch), generator), batch, measure=True)
 
     def sample_loss(self, model: GenerativeModel, samples: Tensor, batch: Tensor) -> Tensor:
+        return self._loss(samples, batch, measure=False)
+
+    def _loss(self, samples: Tensor, batch: Tensor, measure: bool) -> Tensor:
         with torch.no_grad():  # the data's features need no gradient
             data_features = self.embed(batch)
         model_features = self.embed(samples)
         with torch.autocast(model_features.device.type, enabled=False):
-            bandwidths = self.kernel_bandwidths(data_features)
-            high = self.features is not None  # (the vector path as it always was)
-            return mmd2_unbiased(data_features, model_features, bandwidths, gram=high)
+            bandwidths = self.kernel_bandwidths(data_features, measure)
+            gram = data_features.shape[1] > GRAM_DIM
+            return mmd2_unbiased(data_features, model_features, bandwidths, gram=gram)

@@ -37,6 +37,9 @@ MIN_SCALE = 1e-5
 # in the README and the tests, were measured with these draws; on toy batches they cost
 # microseconds. Images draw it in their own dtype.
 DRAW_DTYPE = torch.float64
+# The MLP encoder's width on vectors (objective.encoder_width=null; on images the convolutional
+# encoder is as wide as the generator).
+MLP_ENCODER_WIDTH = 128
 # Most elements of y − G(z) for all importance samples of one chunk of held-out points.
 _BOUND_ELEMENTS = 1 << 24
 
@@ -180,7 +183,7 @@ class SpreadKL(Objective):
         dim: int,
         latent_dim: int,
         samples: int = 1,
-        encoder_width: int = 128,
+        encoder_width: int = MLP_ENCODER_WIDTH,
         encoder_depth: int = 2,
         iw_samples: int = 64,
         image_shape: tuple[int, int, int] | None = None,
@@ -233,11 +236,18 @@ class SpreadKL(Objective):
         an upper bound on their negative log-likelihood under Q̃, in nats per point (image)."""
         total = 0.0
         chunk = min(1024, max(1, _BOUND_ELEMENTS // (self.iw_samples * self.dim)))
+        # the samples of one point are split too where they alone exceed the budget
+        draws = max(1, _BOUND_ELEMENTS // (chunk * self.dim))
+        counts = [min(draws, self.iw_samples - i) for i in range(0, self.iw_samples, draws)]
         with torch.no_grad():
             for part in x.split(chunk):
                 y = self.kernel.add_noise(part, generator, dtype=self.draw_dtype)
-                bound = importance_bound(
-                    model, self.encoder, self.kernel, y, self.iw_samples, generator
-                )
+                # log mean_s w_s over all samples from each split's log mean: + log(count) − log S
+                sums = [
+                    importance_bound(model, self.encoder, self.kernel, y, n, generator)
+                    + math.log(n)
+                    for n in counts
+                ]
+                bound = torch.logsumexp(torch.stack(sums), 0) - math.log(self.iw_samples)
                 total += float(bound.double().sum())
         return -total / len(x)
