@@ -235,3 +235,27 @@ def test_sigterm_to_torchrun_checkpoints_every_rank_at_one_step_and_the_run_resu
     result = torchrun("train", f"resume={run}", f"trainer.steps={stopped + 10}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     _check_one_run_by_rank_0(run, stopped + 10)
+
+
+def test_a_signal_caught_during_the_ranks_agreement_stops_the_run_at_the_next_step(
+    gandiv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Ranks spend most of a step waiting in collectives, the agreement on a stop signal among
+    them: a SIGTERM handled while it is under way must not be overwritten by its result (it
+    was, about one torchrun SIGTERM in 14, and training went on until torchrun killed it)."""
+    calls = []
+
+    def agree(signum: int | None) -> int | None:  # one rank's view: nobody had caught one yet
+        calls.append(signum)
+        if len(calls) == 20:
+            os.kill(os.getpid(), signal.SIGTERM)  # handled before the result is stored
+        return signum
+
+    monkeypatch.setattr("gandiv.app.agree_signal", agree)
+    result = gandiv("train", *TOY, "trainer.steps=200", "trainer.checkpoint_every=0")
+    assert result.code == 143, result.err
+    (run,) = run_dirs(tmp_path)
+    summary = read_json(run / "summary.json")
+    assert summary["status"] == "interrupted" and summary["signal"] == signal.SIGTERM
+    assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["step"] == 21
+    assert calls[-1] == signal.SIGTERM  # agreed on at the next step

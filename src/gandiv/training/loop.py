@@ -477,13 +477,17 @@ def train_runs(
                 for k in live():
                     with timing(k, "checkpoint"):
                         checkpoint(k)
-            if agree_signal is not None:  # (torchrun) every rank stops at the same step
-                signals.signum = agree_signal(signals.signum)
-            if signals.signum is not None and not final:
-                log.warning("signal %d received: checkpoint at step %d", signals.signum, step)
+            stop = signals.signum
+            if agree_signal is not None:  # (torchrun) every rank stops at the same step, on the
+                # agreed value; a signal caught during the agreement stays set for the next one
+                stop = agree_signal(stop)
+                if stop is not None:
+                    signals.signum = stop
+            if stop is not None and not final:
+                log.warning("signal %d received: checkpoint at step %d", stop, step)
                 checkpoint_all()
                 if not signals.hand_over():
-                    raise Interrupted(signals.signum)
+                    raise Interrupted(stop)
         bar.update(step - bar.n)
 
     session_time = time.perf_counter() - session_start
