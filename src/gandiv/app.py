@@ -608,36 +608,7 @@ def _prepare_training(cfg: DictConfig, run: RunDirectory, multirun: bool) -> Pre
     generator = torch.Generator(device=device).manual_seed(seed)
     replicate(current(), (model, objective), optimizer, critic_optimizer)
 
-    critic_keys = ("critic", "trainer.lr_d", "trainer.betas_d", "trainer.critic_steps")
-    unused = [o for o in _job_overrides() if o.lstrip("+~").startswith(critic_keys)]
-    if unused and not OBJECTIVE_CLASSES[config.objective.name].uses_critic:
-        log.warning(
-            "ignored: %s (objective=%s trains no critic)", " ".join(unused), config.objective.name
-        )
-    noise_keys = tuple(f"objective.{k}=" for k in NOISE_KEYS)
-    unused = [o for o in _job_overrides() if o.lstrip("+~").startswith(noise_keys)]
-    if unused and getattr(config.objective, "noise", None) == "none":
-        log.warning(
-            "ignored: %s (objective.noise=none adds no instance noise; set "
-            "objective.noise=gaussian or laplace)",
-            " ".join(unused),
-        )
-    if isinstance(config.objective, C.MMDConfig):
-        features, scale = mmd_settings(config.objective, data)
-        keys = tuple(f"objective.{k}=" for k in unused_mmd_keys(config.objective, data))
-        unused = [o for o in _job_overrides() if o.lstrip("+~").startswith(keys)]
-        if unused:
-            log.warning(
-                "ignored: %s (objective=mmd with features=%s, bandwidth_scale=%s here)",
-                " ".join(unused),
-                features,
-                scale,
-            )
-    unused = [o for o in _job_overrides() if o.lstrip("+~").startswith("objective.encoder_depth=")]
-    if unused and isinstance(data, ImageData):
-        log.warning(
-            "ignored: %s (the convolutional encoder's depth follows dataset.size)", unused[0]
-        )
+    _warn_ignored(config, data)
 
     if state is not None:  # accepted: record the extended config in the run's own .hydra/
         run.write_text(".hydra/config.yaml", OmegaConf.to_yaml(cfg))
@@ -706,6 +677,42 @@ def _prepare_training(cfg: DictConfig, run: RunDirectory, multirun: bool) -> Pre
         log_format=file_logs[0].formatter if file_logs else None,
         console_format=consoles[0].formatter if consoles else None,
     )
+
+
+def _warn_ignored(config: C.TrainConfig, data: ToyData | ImageData) -> None:
+    """A warning for the overrides this run does not read, one per reason."""
+    objective = config.objective
+    rules: list[tuple[tuple[str, ...], bool, str]] = [
+        (
+            ("critic", "trainer.lr_d", "trainer.betas_d", "trainer.critic_steps"),
+            not OBJECTIVE_CLASSES[objective.name].uses_critic,
+            f"objective={objective.name} trains no critic",
+        ),
+        (
+            tuple(f"objective.{k}=" for k in NOISE_KEYS),
+            getattr(objective, "noise", None) == "none",
+            "objective.noise=none adds no instance noise; set objective.noise=gaussian or laplace",
+        ),
+        (
+            ("objective.encoder_depth=",),
+            isinstance(data, ImageData),
+            "the convolutional encoder's depth follows dataset.size",
+        ),
+    ]
+    if isinstance(objective, C.MMDConfig):
+        features, scale = mmd_settings(objective, data)
+        rules.append(
+            (
+                tuple(f"objective.{k}=" for k in unused_mmd_keys(objective, data)),
+                True,
+                f"objective=mmd with features={features}, bandwidth_scale={scale} here",
+            )
+        )
+    overrides = _job_overrides()
+    for prefixes, applies, why in rules:
+        unused = [o for o in overrides if o.lstrip("+~").startswith(prefixes)]
+        if applies and unused:
+            log.warning("ignored: %s (%s)", " ".join(unused), why)
 
 
 def _finish(
