@@ -55,7 +55,11 @@ class FDivergence:
     D_f(P‖Q) and handles p or q = 0 (log = −inf) and huge log-ratios by their limits (never NaN
     for log-densities in [−inf, log of the dtype's largest number]; +inf where the integrand is).
     ``conjugate_activation(v)`` is f*(g_f(v)) fused so that it stays finite for all real v.
-    ``f_prime`` gives the optimal critic T*(x) = f'(p(x)/q(x)).
+    ``f_prime`` gives the optimal critic T*(x) = f'(p(x)/q(x)). ``power_tails`` marks the rows whose
+    integrand grows like a power of the density ratio (the χ² rows: p²/q, q²/p), for which D_f
+    between two Gaussians is +inf when one's tails are too light against the other's. ``kinked``
+    marks f with a kink at u = 1 (total variation: ½|u − 1|), whose integrand |p − q| is not
+    smooth where p = q.
     """
 
     name: str
@@ -66,6 +70,8 @@ class FDivergence:
     perspective: Callable[[Tensor, Tensor], Tensor]
     conjugate_activation: Callable[[Tensor], Tensor]
     f_prime: Callable[[Tensor], Tensor]
+    power_tails: bool = False
+    kinked: bool = False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -223,6 +229,7 @@ def _pearson() -> FDivergence:
         perspective=_with_limits(_pearson_core, 1.0, _INF),
         conjugate_activation=lambda v: 0.25 * v.square() + v,
         f_prime=lambda u: 2.0 * (u - 1.0),
+        power_tails=True,
     )
 
 
@@ -238,6 +245,7 @@ def _neyman() -> FDivergence:
         perspective=_with_limits(lambda a, b: _pearson_core(b, a), _INF, 1.0),
         conjugate_activation=lambda v: 2.0 - 2.0 * torch.exp(-0.5 * v),
         f_prime=lambda u: 1.0 - u.reciprocal().square(),
+        power_tails=True,
     )
 
 
@@ -322,6 +330,7 @@ def _total_variation() -> FDivergence:
         perspective=_with_limits(_tv_core, 0.5, 0.5),
         conjugate_activation=lambda v: 0.5 * torch.tanh(v),
         f_prime=lambda u: 0.5 * torch.sign(u - 1.0),
+        kinked=True,
     )
 
 
