@@ -41,7 +41,7 @@ from gandiv.build import (
 from gandiv.data.images import ImageData, ImageSplits, to_uint8_images
 from gandiv.data.splits import ToySplits
 from gandiv.data.toy import Mixture, ToyData
-from gandiv.divergences import DIVERGENCE_NAMES
+from gandiv.divergences import DIVERGENCE_NAMES, FDivergence, get_divergence
 from gandiv.errors import (
     EXIT_CRASH,
     EXIT_NUMERICAL,
@@ -53,12 +53,20 @@ from gandiv.errors import (
 from gandiv.evaluation.critic import CriticBudget, independent_critic
 from gandiv.evaluation.distances import sample_distances
 from gandiv.evaluation.ground_truth import ground_truth_metrics
+from gandiv.evaluation.ideal import (
+    GaussianFit,
+    IdealSearch,
+    Landscape,
+    compare,
+    nearest_divergence,
+)
 from gandiv.evaluation.kde import kde_ground_truth
 from gandiv.evaluation.modes import mode_metrics
 from gandiv.evaluation.spread import displayed_data, has_spread_metrics, spread_metrics
 from gandiv.models import GaussianModel, LinearGenerator
 from gandiv.models.base import GenerativeModel, LatentGenerator
 from gandiv.objectives.base import Objective
+from gandiv.objectives.likelihood import Direct
 from gandiv.objectives.spread import SpreadKL
 from gandiv.plotting.images import image_grid_figure
 from gandiv.sweep import csv_text, write_sweep_summary
@@ -415,6 +423,7 @@ class PreparedRun:
     log_file: str | None  # the job's log file and its format (Hydra's job logging)
     log_format: logging.Formatter | None
     console_format: logging.Formatter | None  # the job's console format
+    ideal: IdealSearch | str  # the search for the target's ideal, or why there is none
 
     @property
     def run(self) -> RunDirectory:
@@ -517,12 +526,14 @@ class PreparedRun:
         record_failure(self.run, str(error), EXIT_NUMERICAL, **self.summary())
 
     def finish(self, result: TrainResult) -> None:
-        """The run's final files: figures, samples, summary."""
+        """The run's final files: figures, samples, summary (with the fit against its ideal)."""
+        summary = self.summary()
+        summary["ideal"] = ideal_block(self.ideal, self.task.model)
         _finish(
             self.run,
             self.task.model,
             result,
-            self.summary(),
+            summary,
             self.config.trainer.num_samples,
             self.started,
             self.device,
@@ -646,9 +657,13 @@ def _prepare_training(cfg: DictConfig, run: RunDirectory, multirun: bool) -> Pre
         model.train()
         return metrics
 
+    fresh_direct = state is None and isinstance(objective, Direct) and data.dim <= 2
+    if fresh_direct and isinstance(objective, Direct) and isinstance(model, GaussianModel):
+        log.info(objective.start(model))  # it starts where descent reaches the global optimum
+    ideal = ideal_search(config, data, model, objective) if run.writes else "not written"
     figures = None
     if (data.dim <= 2 or isinstance(data, ImageData)) and run.writes:
-        figures = run_figures(config, data, model, objective, device)
+        figures = run_figures(config, data, model, objective, device, ideal)
     file_logs = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
     consoles = _consoles()
     return PreparedRun(
@@ -676,7 +691,71 @@ def _prepare_training(cfg: DictConfig, run: RunDirectory, multirun: bool) -> Pre
         log_file=file_logs[0].baseFilename if file_logs else None,
         log_format=file_logs[0].formatter if file_logs else None,
         console_format=consoles[0].formatter if consoles else None,
+        ideal=ideal,
     )
+
+
+# The ideal searches of this process, by dataset config and row (a sweep's jobs share them).
+_IDEALS: dict[str, IdealSearch] = {}
+
+
+def ideal_search(
+    config: C.TrainConfig,
+    data: ToyData | ImageData,
+    model: GenerativeModel,
+    objective: Objective,
+) -> IdealSearch | str:
+    """The search for the ideal fit of the objective's target divergence, or why there is none."""
+    row = objective.divergence
+    if row is None:
+        return (
+            f"objective={config.objective.name}: no divergence is known that its model step "
+            "minimises with an optimal critic"
+        )
+    if objective.spread is not None:
+        return (
+            "with spread/instance noise the objective's divergence is between the noised "
+            "distributions; their ideal is not computed"
+        )
+    if not isinstance(model, GaussianModel):
+        return (
+            f"the ideal is computed over the Gaussian model class (model=gaussian); "
+            f"model={config.model.name}'s global optimum has no reliable search"
+        )
+    if isinstance(data, ImageData) or not data.has_density:
+        return "the data have no density"
+    if data.dim > 2:
+        return f"the ideal is computed by quadrature in 1-D and 2-D; these data are {data.dim}-D"
+    if isinstance(objective, Direct) and objective.search is not None:
+        return objective.search
+    return cached_search(config, data, row)
+
+
+def cached_search(config: C.TrainConfig, data: ToyData, row: FDivergence) -> IdealSearch:
+    """The ideal search of `row` on these data, once per process."""
+    key = f"{config.dataset!r} {row.name}"
+    if key not in _IDEALS:
+        _IDEALS[key] = IdealSearch(Landscape(data), row).run()
+    return _IDEALS[key]
+
+
+def ideal_block(found: IdealSearch | str, model: GenerativeModel) -> dict[str, Any]:
+    """summary.json's ``ideal``: the fit against its target's ideal (`compare`), or the reason."""
+    if isinstance(found, str):
+        return {"divergence": None, "reason": found}
+    assert isinstance(model, GaussianModel)
+    fit = GaussianFit.of(model.mean.detach().cpu(), model.covariance.detach().cpu())
+    block = compare(found, fit)
+    gap = "inf" if block["gap"] is None else f"{block['gap']:.4g}"
+    log.info(
+        "ideal %s fit: %.6g (%d local optima); this fit: gap %s nats, 2-Wasserstein distance %.3g",
+        block["divergence"],
+        block["value"],
+        len(block["local_optima"]),
+        gap,
+        block["distance"],
+    )
+    return block
 
 
 def _warn_ignored(config: C.TrainConfig, data: ToyData | ImageData) -> None:
@@ -806,14 +885,30 @@ def run_figures(
     model: GenerativeModel,
     objective: Objective,
     device: torch.device,
+    ideal: IdealSearch | str,
 ) -> RunFigures | ImageFigures:
-    """The run's figures, drawn over the density the objective compares the model with (images:
-    sample grids and curves)."""
+    """The run's figures, drawn over the density the objective compares the model with, with the
+    ideal fit dashed (images: sample grids and curves)."""
     if isinstance(data, ImageData):
         return ImageFigures(model, run_title(config), config.plot.samples, device)
     shown = displayed_data(data, objective)
     title = run_title(config)
-    return RunFigures(shown, model, objective, title, config.plot.samples, config.plot.grid, device)
+    ideals = []
+    label = "ideal fit"
+    if isinstance(ideal, IdealSearch):
+        ideals = [(o.fit.mean, o.fit.cov) for o in ideal.global_optima]
+        label = f"ideal fit ({ideal.row.name})"
+    return RunFigures(
+        shown,
+        model,
+        objective,
+        title,
+        config.plot.samples,
+        config.plot.grid,
+        device,
+        ideals=ideals,
+        ideal_label=label,
+    )
 
 
 def evaluate_run(path: Path, options: C.EvalConfig) -> dict[str, Any]:
@@ -852,6 +947,7 @@ def evaluate_run(path: Path, options: C.EvalConfig) -> dict[str, Any]:
             **truth,
             "method": "quadrature" if data.dim <= 2 else "monte_carlo",
         }
+        report.update(_ideals(config, data, model, objective, settings))
     else:
         report["heldout_nll"] = None
         report["heldout_nll_reason"] = (
@@ -913,6 +1009,49 @@ def evaluate_run(path: Path, options: C.EvalConfig) -> dict[str, Any]:
         report["modes"] = mode_metrics(samples, data)
     report["sample_distances"] = sample_distances(splits.test, samples, generator)
     return report
+
+
+def _ideals(
+    config: C.TrainConfig,
+    data: ToyData,
+    model: GenerativeModel,
+    objective: Objective,
+    settings: C.EvalOptions,
+) -> dict[str, Any]:
+    """eval.json's ``ideal`` (the fit against its target's ideal) and ``nearest_divergence`` (the
+    fit against the ideal of every divergence of ``eval.nearest``), or why there are none."""
+    found = ideal_search(config, data, model, objective)
+    out: dict[str, Any] = {"ideal": ideal_block(found, model)}
+    if not isinstance(model, GaussianModel) or not data.has_density or data.dim > 2:
+        out["nearest_divergence"] = None
+        out["nearest_divergence_reason"] = (
+            "ideals are computed for model=gaussian on 1-D/2-D data with a density"
+        )
+        return out
+    if not settings.nearest:
+        return out
+    searches = {}
+    for name in settings.nearest:
+        for pi in settings.pis if name == "js_pi" else [None]:
+            row = get_divergence(name, pi)
+            searches[row.name] = cached_search(config, data, row)
+    fit = GaussianFit.of(model.mean.detach().cpu(), model.covariance.detach().cpu())
+    nearest = nearest_divergence(searches, fit)
+    out["nearest_divergence"] = nearest
+    ranking = nearest["ranking"]
+    rows = nearest["divergences"]
+    alike = nearest["indistinguishable"]
+    log.info(
+        "nearest divergence: %s, %.3g from its ideal%s; next: %s",
+        ranking[0],
+        rows[ranking[0]]["distance"],
+        f" (its ideal and that of {', '.join(alike)} lie closer together than the fit: "
+        "these data cannot tell them apart)"
+        if alike
+        else "",
+        ", ".join(f"{n} {rows[n]['distance']:.3g}" for n in ranking[1:4] if n not in alike),
+    )
+    return out
 
 
 def _independent_critics(
@@ -1060,6 +1199,11 @@ def evaluate(cfg: DictConfig) -> None:
             raise UserError(
                 "eval.critic.divergences", f"'{name}' is not one of: {', '.join(allowed)}"
             )
+    for name in options.eval.nearest:
+        if name not in DIVERGENCE_NAMES:
+            raise UserError(
+                "eval.nearest", f"'{name}' is not one of: {', '.join(DIVERGENCE_NAMES)}"
+            )
     if options.threads is not None:
         torch.set_num_threads(options.threads)
     root = Path(options.run)
@@ -1082,7 +1226,9 @@ def evaluate(cfg: DictConfig) -> None:
         shown = ", ".join(
             f"{k}={v:.4g}"
             for k, v in _flatten("", report).items()
-            if isinstance(v, float) and not k.endswith(("stderr", "steps", "n_train", "n_test"))
+            if isinstance(v, float)
+            and not k.endswith(("stderr", "steps", "n_train", "n_test"))
+            and not k.startswith(("nearest_divergence.", "ideal."))
         )
         log.info("eval of %s at step %d: %s", path, report["step"], shown)
     if not single:
@@ -1113,7 +1259,9 @@ def plot(cfg: DictConfig) -> None:
         raise UserError(
             "run", f"figures are drawn for 1-D and 2-D data; this run's is {data.dim}-D"
         )
-    figures = run_figures(config, data, model, objective, device)
+    figures = run_figures(
+        config, data, model, objective, device, ideal_search(config, data, model, objective)
+    )
     if state.get("figures") is not None:
         figures.load_state_dict(state["figures"])
     written = figures.write(run, int(state["step"]), run.read_metrics(), final=True)

@@ -364,6 +364,7 @@ class EvalOptions:
     num_samples: int = _spec(ge=100, le=1_000_000)
     kde_bandwidth: float | None = _spec(gt=0.0)
     grid_points: int | None = _spec(ge=16, le=4096)
+    nearest: list[str] = _spec()  # rows of gandiv.divergences (js_pi: at each of `pis`)
 
 
 @dataclass

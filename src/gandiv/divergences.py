@@ -41,6 +41,7 @@ __all__ = [
     "FDivergence",
     "get_divergence",
     "js_pi",
+    "pinned",
 ]
 
 _LOG2 = math.log(2.0)
@@ -398,6 +399,13 @@ DIVERGENCES: Mapping[str, FDivergence] = MappingProxyType(
 
 DIVERGENCE_NAMES: tuple[str, ...] = (*DIVERGENCES, "js_pi")
 """Every name :func:`get_divergence` accepts."""
+
+
+def pinned(row: FDivergence) -> FDivergence:
+    """The divergence that minimising `row` minimises, in the pinned convention: the ``gan`` row's
+    value is 2·JS − log 4, so its minimiser is JS's and its target is ``js``; every other row is
+    its own target."""
+    return DIVERGENCES["js"] if row is DIVERGENCES["gan"] else row
 
 
 def get_divergence(name: str, pi: float | None = None) -> FDivergence:

@@ -46,6 +46,9 @@ METRICS = (
     "steps_per_s",
 )
 DRAWN = ("kl_pq", "kl_qp", "js", "spread_kl_pq", "spread_kl_qp", "spread_js", "amari_distance")
+# From summary.json's ideal block: the target's ideal value, the fit's gap over it (nats) and
+# its 2-Wasserstein distance to it (columns ideal_value, ideal_gap, ideal_distance).
+IDEAL_KEYS = ("value", "gap", "distance")
 SEED = "trainer.seed"
 # What a sweep's root may hold once summarised.
 SUMMARY_FILES = ("sweep.csv", "seeds.csv", "table.csv", "table.md", "sweep.png")
@@ -78,6 +81,10 @@ def job_rows(root: Path) -> list[dict[str, Any]]:
                 if key in summary:
                     row[key] = summary[key]
             row.update({k: summary[k] for k in METRICS if k in summary})
+            ideal = summary.get("ideal") or {}
+            if ideal.get("divergence"):
+                row["ideal_divergence"] = ideal["divergence"]
+                row.update({f"ideal_{k}": ideal.get(k) for k in IDEAL_KEYS})
             for name, value in summary.get("params", {}).items():
                 row.update(_flatten(name, value))
         else:

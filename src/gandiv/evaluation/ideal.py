@@ -39,7 +39,7 @@ import torch
 from torch import Tensor
 
 from gandiv.data.toy import Mixture, ToyData
-from gandiv.divergences import FDivergence
+from gandiv.divergences import DIVERGENCES, FDivergence
 from gandiv.evaluation.ground_truth import DataGrid, quadrature_box
 from gandiv.evaluation.quadrature import make_grid
 
@@ -86,13 +86,15 @@ HOPELESS = 1e200
 MAX_LEAVES = 12
 # A χ² value that grows by more than this (relative) when the domain doubles is divergent.
 DIVERGENT = 1e-3
+# Optima whose values differ by less than this (relative) tie for the global optimum.
+TIE = 1e-6
 # Optima of a landscape with kinks are polished on grids this many times finer per axis.
 REFINE = 2
 
 
 # ------------------------------------------------------------------------------------------------
 # Gaussian parameters
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class GaussianFit:
     """A Gaussian N(mean, cov) in float64."""
 
@@ -217,8 +219,12 @@ class Landscape:
     # -- grids ----------------------------------------------------------------------------------
     def u_points(self, theta: Tensor) -> int:
         """Q-grid cells per axis for the Gaussian θ: a spacing of at most U_SPACING standard
-        units and at most half the data's length scale in x, in steps of 32, within U_POINTS."""
-        _, chol = _unpack(theta.detach(), self.dim)
+        units and at most X_SPACING of the data's length scale in x, in steps of 32."""
+        return self.u_points_for(_unpack(theta.detach(), self.dim)[1])
+
+    def u_points_for(self, chol: Tensor) -> int:
+        """`u_points` for the Gaussian with Cholesky factor `chol`."""
+        chol = chol.detach().to(torch.float64)
         widest = float(torch.linalg.eigvalsh(chol @ chol.T)[-1].clamp(min=0).sqrt())
         spacing = min(U_SPACING, X_SPACING * self.length_scale / max(widest, 1e-300))
         fewest, most = U_POINTS[self.dim]
@@ -238,10 +244,17 @@ class Landscape:
     def value(
         self, row: FDivergence, theta: Tensor, u_points: int, reach: float = U_REACH
     ) -> Tensor:
-        """D_f(P‖Q_θ) by the partition-of-unity quadrature (float64 scalar, differentiable):
-        w_P = p/(p + q) on P's grid, w_Q = q/(p + q) on Q's grid of `u_points` cells per axis
-        over ±`reach` standard units."""
+        """D_f(P‖Q_θ) (float64 scalar, differentiable in θ); see `gaussian_value`."""
         mean, chol = _unpack(theta, self.dim)
+        return self.gaussian_value(row, mean, chol, u_points, reach)
+
+    def gaussian_value(
+        self, row: FDivergence, mean: Tensor, chol: Tensor, u_points: int, reach: float = U_REACH
+    ) -> Tensor:
+        """D_f(P‖N(mean, chol cholᵀ)) by the partition-of-unity quadrature (float64 scalar,
+        differentiable in mean and chol): w_P = p/(p + q) on P's grid, w_Q = q/(p + q) on Q's grid
+        of `u_points` cells per axis over ±`reach` standard units."""
+        mean, chol = mean.to(torch.float64), chol.to(torch.float64)
         log_det = torch.diagonal(chol).log().sum()
         log_norm = -0.5 * self.dim * math.log(2 * math.pi) - log_det
         u, log_n, cell = self._u_grid(u_points, reach)
@@ -370,7 +383,7 @@ def _weighted_sum(row: FDivergence, a: Tensor, b: Tensor, weight: Tensor) -> Ten
 
 # ------------------------------------------------------------------------------------------------
 # the search
-@dataclass
+@dataclass(eq=False)
 class Optimum:
     """A local minimum of D_f(P‖Q) over Gaussians, and the starts whose descent ended there."""
 
@@ -455,6 +468,7 @@ class IdealSearch:
         self.row = row
         self.floor = float(row.f(torch.tensor(1.0, dtype=torch.float64)))
         self.optima: list[Optimum] = []
+        self.starts: dict[str, GaussianFit] = {}  # every start tried, by name
         self.saddles = 0
         self.rough = False  # some descent stalled on kinks instead of a vanishing gradient
 
@@ -531,7 +545,18 @@ class IdealSearch:
         return optimum
 
     def run(self, extra: Sequence[tuple[str, GaussianFit]] = ()) -> IdealSearch:
+        if self.row is DIVERGENCES["kl"]:
+            # KL(P‖Q) = −H(P) − E_p log q is convex in Q's natural parameters (Λ, Λμ): its one
+            # optimum over Gaussians is the moment match, exactly (no search needed)
+            moments = self.landscape.moments
+            self.starts["moments"] = moments
+            self._record("moments", moments, self.landscape.fit_value(self.row, moments))
+            for name, start in extra:
+                self.starts[name] = start
+                self.optima[0].starts.append(name)
+            return self
         for name, start in [*default_starts(self.landscape), *extra]:
+            self.starts[name] = start
             self.descend(name, start)
         if (self.row.kinked or self.rough) and self.landscape.refine == 1:
             self._polish()
@@ -552,9 +577,34 @@ class IdealSearch:
         self.optima = fine.optima
         self.saddles += fine.saddles
 
+    def copy(self) -> IdealSearch:
+        """A search with the same optima, to which further descents add without changing this."""
+        other = IdealSearch(self.landscape, self.row)
+        other.optima = [Optimum(o.fit, o.value, list(o.starts)) for o in self.optima]
+        other.starts = dict(self.starts)
+        other.saddles, other.rough = self.saddles, self.rough
+        return other
+
     @property
     def ideal(self) -> Optimum:
+        """The global optimum (the first of several tied ones: see `global_optima`)."""
         return self.optima[0]
+
+    @property
+    def global_optima(self) -> list[Optimum]:
+        """The optima whose value ties the lowest (within TIE): mirror images of one fit on a
+        symmetric mixture are equally ideal."""
+        best = self.optima[0].value
+        return [o for o in self.optima if o.value <= best + TIE * (1.0 + abs(best))]
+
+    def global_start(self) -> str:
+        """Of the starts whose descent reached a global optimum, the one where D_f is lowest
+        (the nearest, in value, to the optimum: a gradient descent from it has least to do)."""
+        reached = {name.rstrip("±") for o in self.global_optima for name in o.starts}
+        candidates = [name for name in self.starts if name in reached]
+        return min(
+            candidates, key=lambda name: self.landscape.fit_value(self.row, self.starts[name])
+        )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -654,3 +704,78 @@ def default_starts(landscape: Landscape) -> list[tuple[str, GaussianFit]]:
         clusters = [c for k, c in enumerate(clusters) if k not in (i, j)] + [merged]
         starts.append((merged[0], merged[1][1]))
     return starts
+
+
+# ------------------------------------------------------------------------------------------------
+# a fit against its ideal
+def compare(search: IdealSearch, achieved: GaussianFit) -> dict[str, Any]:
+    """How a fit compares with the ideal of `search`'s divergence: the target's name; the ideal's
+    value and parameters (of the global optimum nearest the fit, when several tie); the fit's own
+    value (``achieved``, null when +inf, with ``achieved_infinite``) and its ``gap`` over the ideal
+    in nats; its 2-Wasserstein ``distance`` to the ideal; the ``basin``: the local optimum a
+    descent from the fit reaches; and every local optimum with its distance from the fit."""
+    search = search.copy()
+    if search.row is DIVERGENCES["kl"]:  # one optimum: every fit lies in its basin
+        basin: Optimum | None = search.optima[0]
+    else:
+        basin = search.descend("achieved fit", achieved)
+    value = search.landscape.fit_value(search.row, achieved)
+    best = search.global_optima
+    nearest_best = min(best, key=lambda o: gaussian_w2(achieved, o.fit))
+    finite = math.isfinite(value)
+    return {
+        "divergence": search.row.name,
+        "value": nearest_best.value,
+        "params": nearest_best.fit.as_dict(),
+        "achieved": value if finite else None,
+        "achieved_infinite": not finite,
+        "gap": value - nearest_best.value if finite else None,
+        "distance": gaussian_w2(achieved, nearest_best.fit),
+        "basin": next((i for i, o in enumerate(search.optima) if o is basin), None),
+        "local_optima": [
+            {**o.as_dict(), "distance": gaussian_w2(achieved, o.fit)} for o in search.optima
+        ],
+    }
+
+
+def nearest_divergence(searches: dict[str, IdealSearch], achieved: GaussianFit) -> dict[str, Any]:
+    """Which divergence's ideal is the fit nearest? For each search (by divergence name): the
+    ideal's value, the fit's value and excess over it, and the fit's 2-Wasserstein distance to
+    the ideal (the nearest of tied global optima). ``answer`` is the divergence at the smallest
+    distance, ``ranking`` every divergence by distance, ``margin`` how much nearer the answer is
+    than the runner-up, and ``indistinguishable`` the divergences whose ideals lie nearer the
+    answer's ideal than the fit does (on these data, at this fit's precision, the fit cannot tell
+    them from the answer)."""
+    rows: dict[str, dict[str, Any]] = {}
+    ideals: dict[str, GaussianFit] = {}
+    distances: dict[str, float] = {}
+    for name, search in searches.items():
+        value = search.landscape.fit_value(search.row, achieved)
+        best = min(search.global_optima, key=lambda o: gaussian_w2(achieved, o.fit))
+        finite = math.isfinite(value)
+        ideals[name] = best.fit
+        distances[name] = gaussian_w2(achieved, best.fit)
+        rows[name] = {
+            "ideal": best.value,
+            "achieved": value if finite else None,
+            "excess": value - best.value if finite else None,
+            "distance": distances[name],
+            "ideal_params": best.fit.as_dict(),
+        }
+    ranking = sorted(rows, key=lambda name: distances[name])
+    if not ranking:
+        return {"answer": None, "margin": None, "ranking": [], "divergences": rows}
+    answer = ranking[0]
+    margin = distances[ranking[1]] - distances[answer] if len(ranking) > 1 else None
+    alike = [
+        name
+        for name in ranking[1:]
+        if gaussian_w2(ideals[name], ideals[answer]) <= max(distances[answer], 1e-9)
+    ]
+    return {
+        "answer": answer,
+        "margin": margin,
+        "indistinguishable": alike,
+        "ranking": ranking,
+        "divergences": rows,
+    }

@@ -57,6 +57,16 @@ class GaussianModel(GenerativeModel):
         scale_tril = self.scale_tril
         return scale_tril @ scale_tril.T
 
+    def assign(self, mean: Tensor, cov: Tensor) -> None:
+        """Set the parameters so that Q = N(mean, cov) (cov positive definite)."""
+        chol = torch.linalg.cholesky(torch.as_tensor(cov, dtype=torch.float64))
+        diag = (torch.diagonal(chol) - MIN_SCALE).clamp(min=1e-12)
+        raw_diag = diag + torch.log(-torch.expm1(-diag))  # softplus⁻¹
+        raw = torch.tril(chol, diagonal=-1) + torch.diag_embed(raw_diag)
+        with torch.no_grad():
+            self.loc.copy_(torch.as_tensor(mean).reshape(self.dim))
+            self.raw_scale_tril.copy_(raw)
+
     def _log_prob_of_noise(self, eps: Tensor, scale_tril: Tensor) -> Tensor:
         # log q(loc + L ε) = log N(ε; 0, I) − log det L
         return standard_normal_log_prob(eps) - torch.log(torch.diagonal(scale_tril)).sum()

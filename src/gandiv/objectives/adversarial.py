@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from gandiv.data.spread import SpreadNoise
-from gandiv.divergences import FDivergence
+from gandiv.divergences import FDivergence, pinned
 from gandiv.models.base import GenerativeModel
 from gandiv.objectives.base import Objective
 
@@ -70,9 +70,10 @@ class VariationalDivergence(Objective):
         self.name = name  # type: ignore[misc]
         self.critic = critic
         self.row = divergence  # the row whose variational bound the critic maximises
-        # The divergence the model step minimises (with an optimal critic): the row itself for the
-        # minimax step; for the other steps the caller says (None: no divergence is known).
-        self.divergence = target if generator_loss != "minimax" else divergence
+        # The divergence the model step minimises (with an optimal critic), pinned: the row's own
+        # target for the minimax step (js for the gan row); for the other steps the caller says
+        # (None: no divergence is known).
+        self.divergence = target if generator_loss != "minimax" else pinned(divergence)
         self.generator_loss = generator_loss
         self.gradient_penalty = gradient_penalty
         self.spread = spread

@@ -36,6 +36,7 @@ from gandiv.plotting.style import (
     draw_curve,
     draw_data_filled,
     draw_histogram,
+    draw_ideal,
     draw_rug,
     draw_samples,
     figure_legend,
@@ -71,22 +72,28 @@ def animation_frame(
     log_p: np.ndarray,
     norm: Normalize,
     y_max: float | None = None,
+    ideals: Sequence[np.ndarray] = (),
 ) -> None:
     """Clear `ax_pair` and draw `frame`: on the left the samples over p (filled contours in
-    2-D; a curve with the samples' histogram and rug in 1-D, where log_p is 1-D and ys is None),
-    on the right (if given) the gradient field with arrow colours on `norm`."""
+    2-D; a curve with the samples' histogram and rug in 1-D, where log_p is 1-D and ys is None)
+    and the `ideals` dashed, on the right (if given) the gradient field with arrow colours on
+    `norm`."""
     left, right = ax_pair
     one_d = np.ndim(log_p) == 1
     left.clear()
     if one_d:
         top = default_y_max(np.exp(log_p)) if y_max is None else y_max
         draw_curve(left, xs, np.exp(log_p), data=True)
+        for log_ideal in ideals:
+            draw_ideal(left, xs, None, log_ideal)
         draw_histogram(left, xs, frame.samples)
         draw_rug(left, frame.samples, (0.01, RUG_BAND - 0.01), MODEL_SAMPLE_COLOUR)
         density_axis(left, xs, top, RUG_BAND)
     else:
         assert ys is not None
         draw_data_filled(left, xs, ys, log_p)
+        for log_ideal in ideals:
+            draw_ideal(left, xs, ys, log_ideal)
         draw_samples(left, frame.samples)
         set_extent(left, extent)
     left.set_title("model samples over p")
@@ -127,6 +134,8 @@ def write_animation(
     mp4_path: str | Path | None = None,
     title_prefix: str = "",
     fps: int = 8,
+    ideals: Sequence[np.ndarray] = (),
+    ideal_label: str = "ideal fit",
 ) -> list[Path]:
     """Write one GIF frame per `Frame` (and an MP4 when ffmpeg is available and `mp4_path` is
     given); return the paths written. 2-D: log_p on the grid xs × ys, `extent` fixes the view;
@@ -150,12 +159,18 @@ def write_animation(
         fig.colorbar(mappable, ax=axes[1], shrink=0.8, label=MAGNITUDE_LABEL)
     figure_legend(
         fig,
-        legend_handles(data="filled", model_samples=True, arrows=with_gradients, rug=one_d),
+        legend_handles(
+            data="filled",
+            model_samples=True,
+            arrows=with_gradients,
+            rug=one_d,
+            ideal=ideal_label if len(ideals) else None,
+        ),
     )
     prefix = f"{title_prefix}: " if title_prefix else ""
 
     def draw(i: int) -> None:
-        animation_frame(ax_pair, frames[i], extent, xs, ys, log_p, norm, y_max)
+        animation_frame(ax_pair, frames[i], extent, xs, ys, log_p, norm, y_max, ideals)
         fig.suptitle(f"{prefix}step {frames[i].step}  (frame {i + 1}/{len(frames)})")
 
     draw(0)

@@ -21,6 +21,7 @@ from gandiv.plotting.style import (
     draw_curve,
     draw_data_filled,
     draw_histogram,
+    draw_ideal,
     draw_model_lines,
     draw_rug,
     draw_samples,
@@ -84,14 +85,19 @@ def density_figure(
     log_q: np.ndarray | None = None,
     samples: np.ndarray | None = None,
     title: str = "",
+    ideals: Sequence[np.ndarray] = (),
+    ideal_label: str = "ideal fit",
 ) -> Figure:
     """One 2-D fit: p (log density, shape (len(ys), len(xs))) as filled contours with a colour
     bar, q (normalised log density on the same grid) as contours holding 50/90/99 % of its mass,
-    and model samples (n, 2) as green dots, inside the fixed `extent` (x_min, x_max, y_min, y_max).
+    the `ideals` (log densities of the ideal fit and of any tied with it) as dashed contours, and
+    model samples (n, 2) as green dots, inside the fixed `extent` (x_min, x_max, y_min, y_max).
     """
     fig = new_figure(5.6, 5.0)
     ax = fig.add_subplot()
     filled = draw_data_filled(ax, xs, ys, log_p)
+    for log_ideal in ideals:
+        draw_ideal(ax, xs, ys, log_ideal)
     if log_q is not None:
         draw_model_lines(ax, xs, ys, log_q)
     if samples is not None:
@@ -102,7 +108,9 @@ def density_figure(
     figure_legend(
         fig,
         legend_handles(
-            model=None if log_q is None else "contours", model_samples=samples is not None
+            model=None if log_q is None else "contours",
+            model_samples=samples is not None,
+            ideal=ideal_label if len(ideals) else None,
         ),
     )
     return fig
@@ -116,9 +124,12 @@ def density_curve_figure(
     title: str = "",
     *,
     y_max: float | None = None,
+    ideals: Sequence[np.ndarray] = (),
+    ideal_label: str = "ideal fit",
 ) -> Figure:
     """One 1-D fit on the grid `x` (its ends fix the x limits): p as a filled red curve, q as a
-    blue curve, model samples (n,) as a green density histogram and a rug below the axis.
+    blue curve, the `ideals` as dashed curves, model samples (n,) as a green density histogram and
+    a rug below the axis.
 
     `y_max` fixes the density axis (pass the same value to compare runs); by default it leaves
     room for p and for q up to three times p's peak.
@@ -128,6 +139,8 @@ def density_curve_figure(
     fig = new_figure(6.4, 4.2)
     ax = fig.add_subplot()
     draw_curve(ax, x, p, data=True)
+    for log_ideal in ideals:
+        draw_ideal(ax, x, None, log_ideal)
     if q is not None:
         draw_curve(ax, x, q, data=False)
     if samples is not None:
@@ -136,7 +149,10 @@ def density_curve_figure(
     density_axis(ax, x, default_y_max(p, q) if y_max is None else y_max, RUG_BAND)
     ax.set_title(title)
     handles = legend_handles(
-        model=None if q is None else "curve", model_samples=samples is not None, rug=True
+        model=None if q is None else "curve",
+        model_samples=samples is not None,
+        rug=True,
+        ideal=ideal_label if len(ideals) else None,
     )
     figure_legend(fig, handles)
     return fig

@@ -31,6 +31,7 @@ DATA_CMAP = "Reds"  # p: filled contours
 DATA_COLOUR = "tab:red"  # p: line contours and curves
 MODEL_COLOUR = "tab:blue"  # q: line contours and curves
 MODEL_SAMPLE_COLOUR = "tab:green"
+IDEAL_COLOUR = "0.1"  # the ideal fit: dashed near-black lines (contours in 2-D, a curve in 1-D)
 REAL_SAMPLE_COLOUR = "0.1"
 DIVERGING_CMAP = "RdBu_r"  # signed critic values: positive (p-like) red, negative (q-like) blue
 SEQUENTIAL_CMAP = "viridis"
@@ -139,6 +140,21 @@ def draw_model_lines(
         return None
     widths = np.linspace(0.9, 2.0, len(levels))  # the innermost (50 %) contour is the thickest
     return ax.contour(xs, ys, np.exp(log_q), levels=levels, colors=MODEL_COLOUR, linewidths=widths)
+
+
+def draw_ideal(ax: Axes, xs: np.ndarray, ys: np.ndarray | None, log_ideal: np.ndarray) -> None:
+    """The ideal fit as dashed lines: in 2-D the contours holding 50/90/99 % of its mass, in 1-D
+    its density curve."""
+    if ys is None:
+        ax.plot(xs, np.exp(log_ideal), color=IDEAL_COLOUR, linewidth=1.4, linestyle="--")
+        return
+    cell_area = abs(float(np.mean(np.diff(xs))) * float(np.mean(np.diff(ys))))
+    levels = mass_levels(log_ideal, cell_area)
+    if len(levels):
+        ax.contour(
+            xs, ys, np.exp(log_ideal), levels=levels, colors=IDEAL_COLOUR, linewidths=1.1,
+            linestyles="--",
+        )  # fmt: skip
 
 
 def draw_samples(ax: Axes, samples: np.ndarray, real: bool = False) -> Artist:
@@ -253,10 +269,12 @@ def legend_handles(
     real_samples: bool = False,
     arrows: bool = False,
     rug: bool = False,
+    ideal: str | None = None,
 ) -> list[Any]:
     """Legend entries in the shared colours. `data`: "filled" (filled contours or curve) or
     "lines" (line contours); `model`: "contours" (mass contours) or "curve"; `rug`: samples are
-    drawn as rug ticks (and model samples also as a histogram outline) rather than dots."""
+    drawn as rug ticks (and model samples also as a histogram outline) rather than dots;
+    `ideal`: the label of the dashed ideal fit."""
     handles: list[Any] = []
     if data == "filled":
         handles.append(Patch(facecolor=DATA_COLOUR, alpha=0.6, label="data p"))
@@ -269,6 +287,8 @@ def legend_handles(
         )
     elif model == "curve":
         handles.append(Line2D([], [], color=MODEL_COLOUR, lw=2.0, label="model q"))
+    if ideal is not None:
+        handles.append(Line2D([], [], color=IDEAL_COLOUR, lw=1.2, linestyle="--", label=ideal))
     if real_samples:
         handles.append(_dot(REAL_SAMPLE_COLOUR, "real samples", rug))
     if model_samples:

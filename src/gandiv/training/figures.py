@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from torch import Tensor
+from torch.distributions import MultivariateNormal
 
 from gandiv.data.images import to_uint8_images
 from gandiv.data.toy import ToyData
@@ -101,7 +103,11 @@ class RunFigures(FigureSet):
         samples: int,
         grid: int,
         device: torch.device,
+        ideals: Sequence[tuple[Tensor, Tensor]] = (),
+        ideal_label: str = "ideal fit",
     ) -> None:
+        """`ideals`: (mean, covariance) of the ideal Gaussian fit (and of any tied with it),
+        drawn dashed in the density figure and the animation."""
         if data.dim > 2:
             raise ValueError("figures are drawn for 1-D and 2-D data only")
         self.data, self.model, self.objective = data, model, objective
@@ -121,6 +127,15 @@ class RunFigures(FigureSet):
             points = np.stack([gx.ravel(), gy.ravel()], axis=1)
         self.points = torch.as_tensor(points, dtype=torch.float64)
         self.log_p = self._on_grid(data.log_prob(self.points).numpy())
+        self.ideal_label = ideal_label
+        self.ideals = [
+            self._on_grid(
+                MultivariateNormal(mean.double().cpu(), cov.double().cpu())
+                .log_prob(self.points)
+                .numpy()
+            )
+            for mean, cov in ideals
+        ]
         self.real = data.sample(samples, torch.Generator().manual_seed(REAL_SEED)).to(device)
         self.frames: list[Frame] = []
 
@@ -178,7 +193,15 @@ class RunFigures(FigureSet):
                 log_q = self._on_grid(self.model.log_prob(grid_points).double().cpu().numpy())
         out: dict[str, Figure] = {}
         if self.ys is None:
-            out["density"] = density_curve_figure(self.xs, self.log_p, log_q, shown, title)
+            out["density"] = density_curve_figure(
+                self.xs,
+                self.log_p,
+                log_q,
+                shown,
+                title,
+                ideals=self.ideals,
+                ideal_label=self.ideal_label,
+            )
         else:
             out["density"] = density_figure(
                 self.extent,
@@ -188,6 +211,8 @@ class RunFigures(FigureSet):
                 log_q,
                 shown,
                 title,
+                ideals=self.ideals,
+                ideal_label=self.ideal_label,
             )
         if self.objective.uses_critic:
             with torch.no_grad():
@@ -224,6 +249,8 @@ class RunFigures(FigureSet):
             tmp_gif,
             tmp_mp4,
             title_prefix=self.title,
+            ideals=self.ideals,
+            ideal_label=self.ideal_label,
         )
         final = []
         for tmp in made:
