@@ -1,4 +1,5 @@
-"""Regenerate the README's figures: `.venv/bin/python docs/make_figures.py` (a few minutes).
+"""Regenerate the README's figures: `.venv/bin/python docs/make_figures.py [FUNCTION ...]` (a few
+minutes; name functions to redraw only those).
 
 Every figure comes from real `gandiv train` runs in a scratch directory.
 """
@@ -57,6 +58,43 @@ def gaussian_fits(scratch: Path) -> None:
     fig.savefig(HERE / "gaussian_fits.png", dpi=110)
 
 
+IDEALS = {
+    "gan (target JS)": ["objective=gan"],
+    "logit_gan (target KL(Q‖P))": ["objective=logit_gan"],
+    "js_pi, π = 0.9 (target JS_0.9)": ["objective=js_pi", "objective.pi=0.9"],
+}
+
+
+def ideal_vs_achieved(scratch: Path) -> None:
+    """Adversarial fits (blue) beside the ideal fit of each one's target (dashed)."""
+    data = Mixture.isotropic([0.5, 0.5], [[-2.0, -1.0], [2.0, 1.0]], [0.6, 0.6])
+    xs, ys = np.linspace(-5, 5, 300), np.linspace(-4, 4, 240)
+    points = torch.tensor(np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 2))
+    log_p = data.log_prob(points).numpy().reshape(len(ys), len(xs))
+
+    def log_density(params: dict) -> np.ndarray:
+        mean = torch.tensor(params["mean"], dtype=torch.float64)
+        cov = torch.tensor(params["cov"], dtype=torch.float64)
+        normal = torch.distributions.MultivariateNormal(mean, cov)
+        return normal.log_prob(points).numpy().reshape(len(ys), len(xs))
+
+    panels = []
+    for title, args in IDEALS.items():
+        root = scratch / title.split()[0]
+        root.mkdir()
+        gandiv(root, "train", *args, "plot.every=0")
+        summary = json.loads(newest(root, "outputs/*/*/summary.json").read_text())
+        ideal = summary["ideal"]
+        title = f"{title}\ngap {ideal['gap']:.3f} nats, 2-Wasserstein {ideal['distance']:.2f}"
+        panels.append(
+            Panel(title, log_density(summary["params"]), ideals=[log_density(ideal["params"])])
+        )
+    fig = density_panels(
+        xs, ys, log_p, panels, "Adversarial fits against the ideal of their target"
+    )
+    fig.savefig(HERE / "ideal_vs_achieved.png", dpi=110)
+
+
 def swiss_roll(scratch: Path) -> None:
     root = scratch / "swiss"
     root.mkdir()
@@ -98,7 +136,8 @@ def spread_sigma(scratch: Path) -> None:
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
-        for make in (gaussian_fits, swiss_roll, pi_sweep, spread_sigma):
+        makers = (gaussian_fits, ideal_vs_achieved, swiss_roll, pi_sweep, spread_sigma)
+        for make in makers if len(sys.argv) == 1 else [globals()[n] for n in sys.argv[1:]]:
             make(Path(scratch))
 
 

@@ -57,7 +57,7 @@ __all__ = [
 U_REACH = 9.0
 U_SPACING = 0.28
 # ... and at most this many of the data's length scales in x (P's features inside a broad Q).
-X_SPACING = 0.75
+X_SPACING = 0.4
 U_POINTS = {1: (256, 8192), 2: (64, 384)}
 # The P-grid: a spacing of at most half the data's length scale (the midpoint rule's relative
 # error on a Gaussian of that std is ~exp(−8π²) ≈ 1e-34), within these limits per axis.
@@ -201,7 +201,7 @@ class Landscape:
         self._finer: Landscape | None = None
         held = DataGrid(data, low, high, grid_points)
         self.p_axis_points = grid_points
-        self._doubled: Landscape | None = None
+        self._doubled: dict[int, Landscape] = {}
         self.p_points = held.grid.points  # (N, d) float64
         self.p_log_p = held.log_p.to(torch.float64)
         self.p_cell = held.grid.cell_volume
@@ -242,37 +242,56 @@ class Landscape:
 
     # -- values ---------------------------------------------------------------------------------
     def value(
-        self, row: FDivergence, theta: Tensor, u_points: int, reach: float = U_REACH
+        self,
+        row: FDivergence,
+        theta: Tensor,
+        u_points: int,
+        reach: float = U_REACH,
+        smooth: bool = True,
     ) -> Tensor:
         """D_f(P‖Q_θ) (float64 scalar, differentiable in θ); see `gaussian_value`."""
         mean, chol = _unpack(theta, self.dim)
-        return self.gaussian_value(row, mean, chol, u_points, reach)
+        return self.gaussian_value(row, mean, chol, u_points, reach, smooth)
 
     def gaussian_value(
-        self, row: FDivergence, mean: Tensor, chol: Tensor, u_points: int, reach: float = U_REACH
+        self,
+        row: FDivergence,
+        mean: Tensor,
+        chol: Tensor,
+        u_points: int,
+        reach: float = U_REACH,
+        smooth: bool = True,
     ) -> Tensor:
         """D_f(P‖N(mean, chol cholᵀ)) by the partition-of-unity quadrature (float64 scalar,
         differentiable in mean and chol): w_P = p/(p + q) on P's grid, w_Q = q/(p + q) on Q's grid
-        of `u_points` cells per axis over ±`reach` standard units."""
+        of `u_points` cells per axis over ±`reach` standard units.
+
+        A kinked row (total variation) is integrated cell by cell (`_cell_mean_abs`: smooth in
+        the parameters, for descents) unless `smooth` is false: then by the plain midpoint rule,
+        whose errors where the kink crosses cells cancel on average (for values).
+        """
         mean, chol = mean.to(torch.float64), chol.to(torch.float64)
+        if row.kinked and self.dim == 1 and isinstance(self.data, Mixture):
+            return self._total_variation_1d(mean, chol)
+        kinked = row.kinked and smooth
         log_det = torch.diagonal(chol).log().sum()
         log_norm = -0.5 * self.dim * math.log(2 * math.pi) - log_det
         u, log_n, cell = self._u_grid(u_points, reach)
         with torch.enable_grad():  # (a kinked row needs ∇ₓ log p at the moving points)
             x = mean + u @ chol.T
-            if row.kinked and not x.requires_grad:
+            if kinked and not x.requires_grad:
                 x = x.detach().requires_grad_(True)
             a_q = self.data.log_prob(x).to(torch.float64)
             grad_a_q = (
                 torch.autograd.grad(a_q.sum(), x, create_graph=torch.is_grad_enabled())[0]
-                if row.kinked
+                if kinked
                 else None
             )
         # the P-part on P's grid
         eps = torch.linalg.solve_triangular(chol, (self.p_points - mean).T, upper=False).T
         a, b = self.p_log_p, log_norm - 0.5 * eps.square().sum(-1)
         weight = torch.sigmoid(a - b)
-        if row.kinked:  # ∇ₓ(p − q) = p ∇ log p + q L⁻ᵀ ε
+        if kinked:  # ∇ₓ(p − q) = p ∇ log p + q L⁻ᵀ ε
             slope = a.exp()[:, None] * self._p_grad_log_p() + b.exp()[:, None] * (
                 torch.linalg.solve_triangular(chol.T, eps.T, upper=True).T
             )
@@ -290,6 +309,46 @@ class Landscape:
             part_q = _weighted_sum(row, a_q, b_q, weight_q)
         return part_p * self.p_cell + part_q * torch.exp(log_det) * cell
 
+    def _total_variation_1d(self, mean: Tensor, chol: Tensor) -> Tensor:
+        """½∫|p − q| for a 1-D mixture, exactly: p − q keeps its sign between its roots (found by
+        bisection from the sign changes on both grids), so the integral is ½Σ|ΔF_P − ΔF_Q| over
+        those intervals with the normal CDFs F. The roots move with the parameters but p = q
+        there, so the value's derivative is that of the CDFs at fixed roots (Leibniz's rule)."""
+        assert isinstance(self.data, Mixture)
+        sigma = chol.reshape(())
+        w, m = self.data.weights, self.data.means[:, 0]
+        s = self.data.covs[:, 0, 0].sqrt()
+
+        def diff(x: Tensor) -> Tensor:  # p − q, without gradients
+            log_p = self.data.log_prob(x[:, None]).to(torch.float64)
+            log_q = torch.distributions.Normal(mean.detach().reshape(()), sigma.detach())
+            return log_p.exp() - log_q.log_prob(x).exp()
+
+        with torch.no_grad():
+            points = (
+                torch.cat(
+                    [
+                        self.p_points[:, 0],
+                        mean.detach() + sigma.detach() * self._u_grid(1024, U_REACH)[0][:, 0],
+                    ]
+                )
+                .sort()
+                .values
+            )
+            sign = diff(points).sign()
+            brackets = torch.nonzero(sign[1:] * sign[:-1] < 0).reshape(-1)
+            low, high = points[brackets], points[brackets + 1]
+            for _ in range(45):
+                mid = 0.5 * (low + high)
+                left = diff(mid).sign() == sign[brackets]
+                low, high = torch.where(left, mid, low), torch.where(left, high, mid)
+            roots = 0.5 * (low + high)
+        cdf_p = (w * torch.special.ndtr((roots[:, None] - m) / s)).sum(-1)
+        cdf_q = torch.special.ndtr((roots - mean.reshape(())) / sigma)
+        ends_p = torch.cat([cdf_p.new_zeros(1), cdf_p, cdf_p.new_ones(1)])
+        ends_q = torch.cat([cdf_q.new_zeros(1), cdf_q, cdf_q.new_ones(1)])
+        return 0.5 * ((ends_p[1:] - ends_p[:-1]) - (ends_q[1:] - ends_q[:-1])).abs().sum()
+
     def _p_grad_log_p(self) -> Tensor:
         """∇ₓ log p at P's grid points (computed once)."""
         if self._grad_log_p is None:
@@ -300,20 +359,37 @@ class Landscape:
         return self._grad_log_p
 
     def fit_value(self, row: FDivergence, fit: GaussianFit) -> float:
-        """D_f(P‖fit) as a float: +inf where it is infinite. For the χ² rows (`power_tails`) the
-        integral is redone with Q's grid reaching twice as far and P's box doubled; a value that
-        grows with the domain (by more than DIVERGENT, relative: a convergent one changes by the
-        quadrature's error, ~1e-5 at most) is a divergent integral, reported as +inf."""
+        """D_f(P‖fit) as a float: +inf where it is infinite.
+
+        The χ² rows (`power_tails`) can be infinite, or finite with tails that decay slowly near
+        that boundary. For a mixture, finiteness is decided in closed form (`chi_square_finite`)
+        and a finite value is recomputed over domains doubled in size (P's box and Q's reach)
+        until it changes by less than 1e-7 (relative); for other data a value that still grows
+        by more than DIVERGENT when the domain doubles is taken for a divergent integral.
+        """
         theta = _theta(fit)
+        exact = self.dim == 1 and isinstance(self.data, Mixture)
+        if row.kinked and self.refine == 1 and not exact:  # the midpoint rule, finer grids
+            return self.finer().fit_value(row, fit)
         points = self.u_points(theta)
         with torch.no_grad():
-            value = float(self.value(row, theta, points))
-            if row.power_tails and math.isfinite(value):
-                wider = self.doubled()
-                far = float(wider.value(row, theta, 2 * points, 2 * U_REACH))
-                if not math.isfinite(far) or far - value > DIVERGENT * max(1.0, abs(value)):
-                    value = math.inf
-        return value if math.isfinite(value) else math.inf
+            value = float(self.value(row, theta, points, smooth=False))
+            if not (row.power_tails and math.isfinite(value)):
+                return value if math.isfinite(value) else math.inf
+            finite = chi_square_finite(self.data, row, fit)
+            if finite is False:
+                return math.inf
+            for k in range(1, 5 if finite else 2):
+                wider = self.doubled(k)
+                far = float(wider.value(row, theta, 2**k * points, 2**k * U_REACH))
+                if not math.isfinite(far):
+                    return math.inf
+                change, value = far - value, far
+                if finite is None and change > DIVERGENT * max(1.0, abs(value)):
+                    return math.inf
+                if abs(change) <= 1e-7 * max(1.0, abs(value)):
+                    break
+        return value
 
     def finer(self) -> Landscape:
         """The same landscape on grids REFINE times finer per axis (for polishing optima on a
@@ -322,11 +398,14 @@ class Landscape:
             self._finer = Landscape(self.data, REFINE * self.p_axis_points, refine=REFINE)
         return self._finer
 
-    def doubled(self) -> Landscape:
-        """The same landscape over P's box doubled about its centre, at the same spacing."""
-        if self._doubled is None:
-            self._doubled = Landscape(self.data, 2 * self.p_axis_points, box_scale=2.0)
-        return self._doubled
+    def doubled(self, k: int = 1) -> Landscape:
+        """The same landscape over P's box doubled `k` times about its centre, at the same
+        spacing up to the grid's limit."""
+        if k not in self._doubled:
+            most = P_POINTS[self.dim][1] * (4 if self.dim == 1 else 2)
+            points = min(2**k * self.p_axis_points, most)
+            self._doubled[k] = Landscape(self.data, points, box_scale=2.0**k)
+        return self._doubled[k]
 
 
 def _cell_mean_abs(d: Tensor, half: Tensor) -> Tensor:
@@ -361,6 +440,28 @@ def _cell_mean_abs(d: Tensor, half: Tensor) -> Tensor:
     else:
         inside = one
     return torch.where(crossed, inside, d.abs())
+
+
+def chi_square_finite(data: ToyData, row: FDivergence, fit: GaussianFit) -> bool | None:
+    """Whether a χ² divergence from a Gaussian mixture P to the Gaussian `fit` is finite, by its
+    tails (None: not a mixture, or not a χ² row). Pearson ∫p²/q sums the Gaussian integrals
+    ∫N_i N_j / N_q, each finite iff Λ_i + Λ_j − Λ_q ≻ 0, i.e. iff 2Λ_k − Λ_q ≻ 0 for every
+    component k. Neyman ∫q²/p: along each direction v, p's tail is that of the component decaying
+    slowest, so it is finite iff max_k vᵀ(2Λ_q − Λ_k)v > 0 for every v (directions checked every
+    0.25° in 2-D)."""
+    if not isinstance(data, Mixture) or not row.power_tails:
+        return None
+    precisions = torch.linalg.inv(data.covs)
+    own = torch.linalg.inv(fit.cov)
+    if row is DIVERGENCES["pearson"]:
+        return bool((torch.linalg.eigvalsh(2 * precisions - own)[:, 0] > 0).all())
+    if data.dim == 1:
+        directions = torch.ones(1, 1, dtype=torch.float64)
+    else:
+        angles = torch.arange(720, dtype=torch.float64) * math.pi / 720
+        directions = torch.stack([angles.cos(), angles.sin()], 1)
+    forms = torch.einsum("vi,kij,vj->vk", directions, 2 * own - precisions, directions)
+    return bool((forms.max(dim=1).values > 0).all())
 
 
 def _kinked_sum(a: Tensor, b: Tensor, change: Tensor, weight: Tensor) -> Tensor:
@@ -558,7 +659,8 @@ class IdealSearch:
         for name, start in [*default_starts(self.landscape), *extra]:
             self.starts[name] = start
             self.descend(name, start)
-        if (self.row.kinked or self.rough) and self.landscape.refine == 1:
+        exact = self.landscape.dim == 1 and isinstance(self.landscape.data, Mixture)
+        if ((self.row.kinked and not exact) or self.rough) and self.landscape.refine == 1:
             self._polish()
         if not self.optima:
             raise ValueError(

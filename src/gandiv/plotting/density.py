@@ -41,6 +41,7 @@ class Panel:
     title: str
     log_q: np.ndarray | None  # (ny, nx) on the figure's grid, or None for a model with no density
     samples: np.ndarray | None = None  # (n, 2)
+    ideals: Sequence[np.ndarray] = ()  # log densities of the ideal fit(s), drawn dashed
 
 
 def density_panels(
@@ -57,6 +58,8 @@ def density_panels(
     filled = None
     for ax, panel in zip(axes[0], panels, strict=True):
         filled = draw_data_filled(ax, xs, ys, log_p)
+        for log_ideal in panel.ideals:
+            draw_ideal(ax, xs, ys, log_ideal)
         if panel.log_q is not None:
             draw_model_lines(ax, xs, ys, panel.log_q)
         if panel.samples is not None:
@@ -70,6 +73,7 @@ def density_panels(
         legend_handles(
             model="contours" if any(p.log_q is not None for p in panels) else None,
             model_samples=any(p.samples is not None for p in panels),
+            ideal="ideal fit of the target" if any(len(p.ideals) for p in panels) else None,
         ),
     )
     if suptitle:
