@@ -11,15 +11,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
 from importlib.resources import files
 from pathlib import Path
 from typing import Any, cast
 
+import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -79,6 +81,7 @@ from gandiv.training.distributed import (
     run_directory,
 )
 from gandiv.training.figures import FigureSet, ImageFigures, RunFigures, save_figures
+from gandiv.training.health import RunSettings, assess, parameter_change, warning_line
 from gandiv.training.loop import Cadence, RunTask, TrainResult, train_runs
 from gandiv.training.loop import train as train_loop
 from gandiv.training.run_dir import RunDirectory, atomic_write_bytes
@@ -424,6 +427,13 @@ class PreparedRun:
     log_format: logging.Formatter | None
     console_format: logging.Formatter | None  # the job's console format
     ideal: IdealSearch | str  # the search for the target's ideal, or why there is none
+    # the model's parameters as built, before any step or resumed checkpoint (run health)
+    initial_parameters: dict[str, torch.Tensor] = dataclasses.field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.initial_parameters = {
+            name: p.detach().clone() for name, p in self.task.model.named_parameters()
+        }
 
     @property
     def run(self) -> RunDirectory:
@@ -526,10 +536,11 @@ class PreparedRun:
         record_failure(self.run, str(error), EXIT_NUMERICAL, **self.summary())
 
     def finish(self, result: TrainResult) -> None:
-        """The run's final files: figures, samples, summary (with the fit against its ideal)."""
+        """The run's final files: figures, samples, summary (with the fit against its ideal, and
+        its health, whose warning is the log's last line)."""
         summary = self.summary()
         summary["ideal"] = ideal_block(self.ideal, self.task.model)
-        _finish(
+        health = _finish(
             self.run,
             self.task.model,
             result,
@@ -538,9 +549,48 @@ class PreparedRun:
             self.started,
             self.device,
             self.task.figures,
+            partial(self.health, result.step),
         )
         if self.images:
             log.info("images: figures/samples.png, samples.npy (uint8 NHWC)")
+        warning = warning_line(health) if health is not None else None
+        if warning is not None:
+            log.warning("%s", warning)
+
+    def health(
+        self, step: int, records: list[dict[str, Any]], samples: np.ndarray | None, gap: Any
+    ) -> dict[str, Any]:
+        """The summary's health block (gandiv.training.health) of this run at its last `step`."""
+        trainer, objective = self.config.trainer, self.config.objective
+        adversarial = self.task.objective.uses_critic
+        critic = self.config.critic if adversarial else None
+        settings = RunSettings(
+            objective=objective.name,
+            adversarial=adversarial,
+            lr_g=trainer.lr_g or trainer.lr,
+            lr_d=(trainer.lr_d or trainer.lr) if adversarial else None,
+            shared_lr=trainer.lr_g is None and trainer.lr_d is None,
+            steps=trainer.steps,
+            batch_size=trainer.batch_size,
+            critic_steps=trainer.critic_steps,
+            spectral_norm=getattr(critic, "spectral_norm", None),
+            gradient_penalty=getattr(objective, "gradient_penalty", None),
+            noise=getattr(objective, "noise", None) if adversarial else None,
+            generator=getattr(objective, "generator", None),
+            divergence=getattr(objective, "divergence", None),
+            init_std=getattr(self.config.model, "init_std", None),
+        )
+        data = getattr(self.task.splits, "data", None)
+        final = dict(self.task.model.named_parameters())
+        return assess(
+            records,
+            settings,
+            change=parameter_change(self.initial_parameters, final) if step > 0 else None,
+            samples=samples,
+            box=data.bounds().numpy() if isinstance(data, ToyData) else None,
+            gap=gap if isinstance(gap, int | float) else None,
+            annealed=getattr(objective, "sigma_start", None) is not None,
+        )
 
 
 def _prepare_training(cfg: DictConfig, run: RunDirectory, multirun: bool) -> PreparedRun | None:
@@ -803,8 +853,12 @@ def _finish(
     started: float,
     device: torch.device,
     figures: FigureSet | None,
-) -> None:
+    health: Callable[[list[dict[str, Any]], np.ndarray | None, Any], dict[str, Any]] | None = None,
+) -> dict[str, Any] | None:
+    """Write the run's final figures, samples.npy and summary.json; return its health block
+    (None when not assessed: `health` None, or a torchrun rank that writes nothing)."""
     model.eval()
+    final_samples = None
     if figures is not None:
         drawing = time.perf_counter()
         figures.write(run, result.step, run.read_metrics(), final=True)
@@ -817,7 +871,8 @@ def _finish(
     else:
         with torch.no_grad():
             samples = model.sample(num_samples, noise)
-        run.save_samples(samples.detach().cpu().float().numpy())
+        final_samples = samples.detach().cpu().float().numpy()
+        run.save_samples(final_samples)
     steps_per_s = result.steps_this_session / max(result.session_train_time_s, 1e-9)
     summary.update(
         {
@@ -835,11 +890,18 @@ def _finish(
             "params": model_parameters(model),
         }
     )
+    if health is not None and run.writes:  # (after summary["ideal"], whose gap it reads)
+        ideal = summary.get("ideal")
+        gap = ideal.get("gap") if isinstance(ideal, dict) else None
+        if isinstance(ideal, dict) and ideal.get("achieved_infinite"):
+            gap = math.inf  # the fit's target divergence is infinite
+        summary["health"] = health(run.read_metrics(), final_samples, gap)
     run.write_summary(summary)
     shown = ", ".join(f"{k}={v:.4g}" for k, v in {**result.last_losses, **result.last_eval}.items())
     log.info(
         "done: %d steps, %.1f steps/s; %s; results in %s", result.step, steps_per_s, shown, run.path
     )
+    return summary.get("health")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 `SweepSummary` is a Hydra callback (registered in ``conf/train.yaml``) that runs when a multirun
 ends, whatever the launcher. It writes ``sweep.csv``: per job its number, its overrides, its
-status (``ok``, or ``failed`` with its exit code and error) and the final metrics of its
+status (``ok``, or ``failed`` with its exit code and error), its health (``ok``, or ``warning:``
+and the symptoms' names, from the summary's ``health`` block) and the final metrics of its
 ``summary.json``; ``seeds.csv`` when ``trainer.seed`` was swept: per setting the mean and standard
 deviation of each metric over seeds; and ``sweep.png``: each ground-truth metric against the swept
 numeric value, one line per combination of the other swept keys (seeds averaged). A sweep that
@@ -16,6 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import math
 import statistics
 from pathlib import Path
@@ -27,6 +29,8 @@ from omegaconf import DictConfig, OmegaConf
 from gandiv.errors import EXIT_CRASH, FAILED_JOBS
 from gandiv.plotting.curves import sweep_figure
 from gandiv.training.run_dir import atomic_write_bytes
+
+log = logging.getLogger("gandiv")
 
 # The final values of summary.json a sweep's table carries (those a run has), and those its
 # figure draws: ground truth on the data (kl_*, js), on the spread densities (spread_*: for
@@ -63,6 +67,21 @@ def _flatten(prefix: str, value: Any) -> dict[str, Any]:
     return {prefix: value}
 
 
+def health_label(health: dict[str, Any]) -> str:
+    """A job's health in one cell: ``ok``, or ``warning:`` and its symptoms' names."""
+    names = [str(s.get("name")) for s in health.get("symptoms", []) if isinstance(s, dict)]
+    status = str(health.get("status", ""))
+    return f"{status}: {' '.join(names)}" if status == "warning" and names else status
+
+
+def unhealthy(rows: list[dict[str, Any]]) -> str | None:
+    """One line naming the jobs that completed with health warnings (None: there are none)."""
+    jobs = [f"{r['job']} ({r['health']})" for r in rows if r.get("health", "ok") != "ok"]
+    if not jobs:
+        return None
+    return f"jobs completed with health warnings: {', '.join(jobs)} (see sweep.csv)"
+
+
 def job_rows(root: Path) -> list[dict[str, Any]]:
     """One row per job directory under `root` (a multirun's sweep directory)."""
     jobs = [p for p in root.iterdir() if (p / ".hydra" / "overrides.yaml").is_file()]
@@ -80,6 +99,9 @@ def job_rows(root: Path) -> list[dict[str, Any]]:
             for key in ("exit_code", "error"):
                 if key in summary:
                     row[key] = summary[key]
+            health = summary.get("health")
+            if isinstance(health, dict):
+                row["health"] = health_label(health)
             row.update({k: summary[k] for k in METRICS if k in summary})
             ideal = summary.get("ideal") or {}
             if ideal.get("divergence"):
@@ -205,6 +227,9 @@ def describe(root: Path, rows: list[dict[str, Any]]) -> str:
     lines = [f"{root}: {len(rows)} jobs, {len(rows) - len(failed)} completed"]
     if failed:
         lines[0] += f", failed: {', '.join(failed)}"
+    warned = unhealthy(rows)
+    if warned:
+        lines.append(warned)
     written = [name for name in SUMMARY_FILES if (root / name).is_file()]
     lines.append(f"wrote {', '.join(written)}")
     return "\n".join(lines) + "\n"
@@ -242,6 +267,9 @@ class SweepSummary(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         rows = write_sweep_summary(Path(config.hydra.sweep.dir))
+        warned = unhealthy(rows)
+        if warned:
+            log.warning("%s", warned)
         FAILED_JOBS[:] = [
             (str(r["job"]), int(r.get("exit_code", EXIT_CRASH)))
             for r in rows
