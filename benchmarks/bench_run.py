@@ -62,7 +62,7 @@ EVAL_PARTS = (
     "ground_truth_metrics",
     "kde_ground_truth",
     "spread_metrics",
-    "independent_critic",
+    "independent_critics",
     "mode_metrics",
     "sample_distances",
 )

@@ -135,6 +135,10 @@ def test_eval_reports_heldout_nll_ground_truth_and_critics(gandiv, tmp_path):
     critics = report["independent_critic"]
     assert critics["kl"]["estimate"] == pytest.approx(summary["kl_pq"], rel=0.1)
     assert critics["js"]["estimate"] == pytest.approx(summary["js"], rel=0.1)
+    for name, critic in critics.items():  # each number with its uncertainty and bias direction
+        assert 0 < critic["stderr"] < 0.05 * critic["estimate"], name
+        assert len(critic["fold_estimates"]) == 2 and critic["bias"].startswith("low"), name
+        assert (critic["n_test"], critic["model_samples"]) == (10_000, 1_000_000), name
     assert report["modes"]["covered"] == 2 and 0 < report["modes"]["high_quality"] <= 1
     assert set(report["sample_distances"]) == {"mmd", "energy", "sliced_wasserstein"}
     assert (run / "eval.log").is_file()

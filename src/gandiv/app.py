@@ -52,7 +52,7 @@ from gandiv.errors import (
     NumericalError,
     UserError,
 )
-from gandiv.evaluation.critic import CriticBudget, independent_critic
+from gandiv.evaluation.critic import CriticBudget, independent_critics
 from gandiv.evaluation.distances import sample_distances
 from gandiv.evaluation.ground_truth import ground_truth_metrics
 from gandiv.evaluation.ideal import (
@@ -1051,6 +1051,7 @@ def evaluate_run(path: Path, options: C.EvalConfig) -> dict[str, Any]:
         ema=settings.critic.ema,
         gradient_penalty=settings.critic.gradient_penalty,
         one_sided=settings.critic.one_sided,
+        model_samples=settings.critic.model_samples,
     )
 
     def sample_model(n: int, noise: torch.Generator) -> torch.Tensor:
@@ -1124,18 +1125,15 @@ def _independent_critics(
     budget: CriticBudget,
     generator: torch.Generator,
 ) -> dict[str, Any]:
-    """One independent critic per divergence of ``eval.critic.divergences`` (js_pi at the first
-    of ``eval.pis``), each trained from scratch on half of `real`."""
-    critics = {}
-    for name in settings.critic.divergences:
-        pi = settings.pis[0] if name == "js_pi" and settings.pis else None
-        try:
-            critics[name] = independent_critic(
-                name, real, sample_model, make_critic, budget, generator, pi=pi
-            )
-        except ValueError as err:
-            raise UserError("eval.critic.divergences", str(err)) from None
-    return critics
+    """The independent critics' estimates of ``eval.critic.divergences`` (js_pi at the first of
+    ``eval.pis``), cross-fitted over the two halves of `real`."""
+    pi = settings.pis[0] if settings.pis else None
+    try:
+        return independent_critics(
+            settings.critic.divergences, real, sample_model, make_critic, budget, generator, pi=pi
+        )
+    except ValueError as err:
+        raise UserError("eval.critic.divergences", str(err)) from None
 
 
 def _image_critic(options: C.EvalConfig, config: C.TrainConfig) -> C.DCGANCriticConfig:
@@ -1209,6 +1207,7 @@ def _evaluate_images(
         ema=settings.critic.ema,
         gradient_penalty=settings.critic.gradient_penalty,
         one_sided=settings.critic.one_sided,
+        model_samples=None,  # as many as the held-out images each critic scores
     )
     report["independent_critic"] = _independent_critics(
         settings,

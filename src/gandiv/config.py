@@ -342,6 +342,7 @@ class EvalCriticConfig:
     ema: float = _spec(ge=0.0, lt=1.0)
     gradient_penalty: float = _spec(ge=0.0)
     one_sided: bool = _spec()
+    model_samples: int | None = _spec(ge=2)
 
 
 @dataclass
