@@ -47,6 +47,7 @@ def test_reverse_kl_fit_lands_on_one_component(gandiv, tmp_path):
         gandiv,
         tmp_path,
         "objective=reverse_kl",
+        "dataset.weights=[0.5,0.5]",
         "dataset.means=[[-3.0,-1.0],[3.0,1.0]]",
         "dataset.stds=[0.5,0.5]",
         "trainer.steps=1500",

@@ -51,7 +51,8 @@ METRICS = (
 )
 DRAWN = ("kl_pq", "kl_qp", "js", "spread_kl_pq", "spread_kl_qp", "spread_js", "amari_distance")
 # From summary.json's ideal block: the target's ideal value, the fit's gap over it (nats) and
-# its 2-Wasserstein distance to it (columns ideal_value, ideal_gap, ideal_distance).
+# its 2-Wasserstein distance to it (columns ideal_value, ideal_gap, ideal_distance), and the
+# ideal fit's ground truth (ideal_kl_pq, ideal_kl_qp, ideal_js: drawn dashed in sweep.png).
 IDEAL_KEYS = ("value", "gap", "distance")
 SEED = "trainer.seed"
 # What a sweep's root may hold once summarised.
@@ -107,6 +108,8 @@ def job_rows(root: Path) -> list[dict[str, Any]]:
             if ideal.get("divergence"):
                 row["ideal_divergence"] = ideal["divergence"]
                 row.update({f"ideal_{k}": ideal.get(k) for k in IDEAL_KEYS})
+                truth = ideal.get("ground_truth") or {}
+                row.update({f"ideal_{k}": v for k, v in truth.items() if k in DRAWN})
             for name, value in summary.get("params", {}).items():
                 row.update(_flatten(name, value))
         else:

@@ -711,22 +711,27 @@ class IdealSearch:
 
 # ------------------------------------------------------------------------------------------------
 # starts
-def _components(landscape: Landscape) -> list[tuple[float, GaussianFit]]:
-    """(weight, Gaussian) leaves: the mixture's components (the heaviest MAX_LEAVES, the others
-    joined to their nearest leaf), or weighted k-means clusters of p on the grid."""
+def _components(landscape: Landscape) -> list[tuple[str, tuple[float, GaussianFit]]]:
+    """Named (weight, Gaussian) leaves: the mixture's components by their index in the data (the
+    heaviest MAX_LEAVES, each other one joined to its nearest leaf), or weighted k-means clusters
+    of p on the grid."""
     data = landscape.data
-    if isinstance(data, Mixture):
-        parts = [
-            (float(w), GaussianFit(m.clone(), c.clone()))
-            for w, m, c in zip(data.weights, data.means, data.covs, strict=True)
-        ]
-        parts.sort(key=lambda part: -part[0])
-        leaves, rest = parts[:MAX_LEAVES], parts[MAX_LEAVES:]
-        for weight, comp in rest:
-            k = min(range(len(leaves)), key=lambda i: gaussian_w2(leaves[i][1], comp))
-            leaves[k] = _merge(leaves[k], (weight, comp))
-        return leaves
-    return _kmeans(landscape, 8)
+    if not isinstance(data, Mixture):
+        return [(f"cluster {i}", leaf) for i, leaf in enumerate(_kmeans(landscape, 8))]
+    parts = [
+        ([i], (float(w), GaussianFit(m.clone(), c.clone())))
+        for i, (w, m, c) in enumerate(zip(data.weights, data.means, data.covs, strict=True))
+    ]
+    parts.sort(key=lambda part: -part[1][0])
+    leaves, rest = parts[:MAX_LEAVES], parts[MAX_LEAVES:]
+    for index, part in rest:
+        k = min(range(len(leaves)), key=lambda i: gaussian_w2(leaves[i][1][1], part[1]))
+        leaves[k] = (leaves[k][0] + index, _merge(leaves[k][1], part))
+    leaves.sort(key=lambda leaf: leaf[0][0])
+    return [
+        (f"component{'s' if len(index) > 1 else ''} {'+'.join(map(str, index))}", leaf)
+        for index, leaf in leaves
+    ]
 
 
 def _merge(a: tuple[float, GaussianFit], b: tuple[float, GaussianFit]) -> tuple[float, GaussianFit]:
@@ -783,14 +788,11 @@ def _kmeans(landscape: Landscape, k: int) -> list[tuple[float, GaussianFit]]:
 
 def default_starts(landscape: Landscape) -> list[tuple[str, GaussianFit]]:
     """The named starts of the search (see the module docstring)."""
-    leaves = _components(landscape)
     starts: list[tuple[str, GaussianFit]] = [("moments", landscape.moments)]
     broad = GaussianFit(landscape.moments.mean, 2.0 * landscape.moments.cov)
     starts.append(("broad", broad))
     # the agglomerative tree: repeatedly merge the two closest clusters (2-Wasserstein)
-    clusters: list[tuple[str, tuple[float, GaussianFit]]] = [
-        (f"component {i}", leaf) for i, leaf in enumerate(leaves)
-    ]
+    clusters = _components(landscape)
     starts += [(name, leaf[1]) for name, leaf in clusters]
     starts += [(f"narrow {name}", GaussianFit(f.mean, f.cov / 4.0)) for name, (_, f) in clusters]
     while len(clusters) > 2:
@@ -815,7 +817,8 @@ def compare(search: IdealSearch, achieved: GaussianFit) -> dict[str, Any]:
     value and parameters (of the global optimum nearest the fit, when several tie); the fit's own
     value (``achieved``, null when +inf, with ``achieved_infinite``) and its ``gap`` over the ideal
     in nats; its 2-Wasserstein ``distance`` to the ideal; the ``basin``: the local optimum a
-    descent from the fit reaches; and every local optimum with its distance from the fit."""
+    descent from the fit reaches; every local optimum with its distance from the fit; and the
+    ideal fit's own ``ground_truth`` (kl_pq, kl_qp, js), to set beside the run's."""
     search = search.copy()
     if search.row is DIVERGENCES["kl"]:  # one optimum: every fit lies in its basin
         basin: Optimum | None = search.optima[0]
@@ -825,10 +828,16 @@ def compare(search: IdealSearch, achieved: GaussianFit) -> dict[str, Any]:
     best = search.global_optima
     nearest_best = min(best, key=lambda o: gaussian_w2(achieved, o.fit))
     finite = math.isfinite(value)
+    landscape = search.landscape
     return {
         "divergence": search.row.name,
         "value": nearest_best.value,
         "params": nearest_best.fit.as_dict(),
+        # the ideal fit's own ground truth, beside the run's (kl_pq, kl_qp, js)
+        "ground_truth": {
+            key: landscape.fit_value(DIVERGENCES[name], nearest_best.fit)
+            for key, name in (("kl_pq", "kl"), ("kl_qp", "reverse_kl"), ("js", "js"))
+        },
         "achieved": value if finite else None,
         "achieved_infinite": not finite,
         "gap": value - nearest_best.value if finite else None,

@@ -98,7 +98,7 @@ class Direct(Objective):
         """Search the ideal (with the model's initialisation as one more start) and move the model
         to the start whose descent reaches the global optimum from the lowest value; say so."""
         own = "the model's initialisation"
-        fit = GaussianFit.of(model.mean.detach(), model.covariance.detach())
+        fit = GaussianFit.of(model.mean.detach().cpu(), model.covariance.detach().cpu())
         self.search = search = IdealSearch(self.landscape(), self.row).run([(own, fit)])
         chosen = search.global_start()
         ideal = search.ideal.value
@@ -145,14 +145,14 @@ class Direct(Objective):
         self, model: GenerativeModel, batch: Tensor, generator: torch.Generator
     ) -> Tensor:
         if isinstance(model, GaussianModel) and self.data.dim <= 2:
-            landscape = self.landscape()
-            chol = model.scale_tril
+            landscape = self.landscape()  # (on the CPU, in float64, whatever the model's device)
+            chol = model.scale_tril.cpu()
             points = landscape.u_points_for(chol)
-            value = landscape.gaussian_value(self.row, model.mean, chol, points)
+            value = landscape.gaussian_value(self.row, model.mean.cpu(), chol, points)
             # the value D, the gradient of log(1 + D − f(1)) (D's descent directions, scaled so
             # that a χ² value of 1e20 far from the optimum still gives finite steps)
             tamed = torch.log1p(value - self._floor)
-            return (tamed + (value - tamed).detach()).to(batch.dtype)
+            return (tamed + (value - tamed).detach()).to(batch)
         if self.data.dim > 2:
             x, log_q_model = model.sample_with_log_prob(len(batch), generator)
             return monte_carlo_f_divergence(

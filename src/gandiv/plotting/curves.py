@@ -104,7 +104,9 @@ def sweep_figure(
 
     Rows are dicts as read from sweep.csv (strings or numbers); rows whose "status" is present and
     not "ok" are skipped, as are cells that are empty or not numbers. Rows of one group at the same
-    x (seeds) are averaged and also shown as faint dots."""
+    x (seeds) are averaged and also shown as faint dots. Where rows carry ``ideal_<metric>`` (the
+    metric at the ideal fit of each job's target), it is drawn dashed in the group's colour: the
+    value the objective would reach if it minimised its target exactly."""
     kept = [r for r in rows if str(r.get("status", "ok")) == "ok"]
     groups: dict[tuple[str, ...], list[Mapping[str, Any]]] = {}
     for row in kept:
@@ -117,6 +119,7 @@ def sweep_figure(
     fig = new_figure(max(4.4 * len(metrics), 5.0), 4.6)
     axes = fig.subplots(1, len(metrics), squeeze=False)[0]
     labels: dict[tuple[str, ...], str] = {}  # the groups drawn in some panel
+    with_ideal = False
     for ax, metric in zip(axes, metrics, strict=True):
         drawn = []
         for name, colour in zip(names, colours, strict=True):
@@ -133,18 +136,32 @@ def sweep_figure(
                 ax.scatter(x[keep], y[keep], s=10, color=colour, alpha=0.35, linewidths=0)
             labels[name] = label
             drawn.append(means)
+            ideal = np.array([as_float(r.get(f"ideal_{metric}")) for r in groups[name]])
+            known = np.isfinite(x) & np.isfinite(ideal)
+            if known.any():
+                at, where = np.unique(x[known], return_inverse=True)
+                ideals = np.bincount(where, weights=ideal[known]) / np.bincount(where)
+                ax.plot(at, ideals, color=colour, linestyle="--", linewidth=1.2)
+                with_ideal = True
+                drawn.append(ideals)
         _finish_axis(ax, drawn, f"no '{metric}' values")
         label = METRIC_LABELS.get(metric, metric)
         ax.set_title(label)
         ax.set_xlabel(x_key)
         nats = metric in DIVERGENCE_KEYS or metric.startswith("spread_")
         ax.set_ylabel(f"{label} (nats)" if nats else label)
+    handles = []
     if group_keys:
         handles = [
             Line2D([], [], color=colour, marker="o", linewidth=1.6, label=labels[name])
             for name, colour in zip(names, colours, strict=True)
             if name in labels
         ]
+    if with_ideal:
+        handles.append(
+            Line2D([], [], color="0.3", linestyle="--", label="the ideal fit of each job's target")
+        )
+    if handles:
         figure_legend(fig, handles)
     fig.suptitle(title)
     return fig
