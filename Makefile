@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.gandiv-installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-all test-reliability lint format bench clean
+.PHONY: help install run test test-all test-reliability lint format bench fidelity clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -44,6 +44,9 @@ lint: install ## ruff (lint + format check) and mypy
 format: install ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix src tests benchmarks
 	$(BIN)/ruff format src tests benchmarks
+
+fidelity: install ## every objective at its defaults on toy problems × 5 seeds: target, ideal, achieved, gap → docs/fidelity-table.md (hours on 2 cores)
+	$(BIN)/python benchmarks/fidelity.py --out docs/fidelity-table.md
 
 bench: install ## benchmarks (ratios, see benchmarks/README.md): steps against plain PyTorch; vectorised groups; sweeps; whole runs; DCGAN images/s
 	$(BIN)/python benchmarks/bench_step.py

@@ -15,12 +15,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 
 from gandiv.data.manifold import Circle
 from gandiv.data.toy import Mixture
 from gandiv.plotting.density import Panel, density_panels
 
 HERE = Path(__file__).parent
+# the shipped default mixture (conf/dataset/mixture.yaml), drawn on a box that holds it
+SHIPPED = OmegaConf.load(HERE.parent / "src" / "gandiv" / "conf" / "dataset" / "mixture.yaml")
+XS, YS = np.linspace(-6, 6, 300), np.linspace(-4.5, 5, 240)
 FITS = {
     "forward KL (maximum likelihood)": ["objective=forward_kl"],
     "reverse KL": ["objective=reverse_kl"],
@@ -38,16 +42,20 @@ def newest(root: Path, pattern: str) -> Path:
     return sorted(root.glob(pattern))[-1]
 
 
+def default_mixture() -> Mixture:
+    return Mixture.isotropic(list(SHIPPED.weights), list(SHIPPED.means), list(SHIPPED.stds))
+
+
 def gaussian_fits(scratch: Path) -> None:
-    data = Mixture.isotropic([0.5, 0.5], [[-2.0, -1.0], [2.0, 1.0]], [0.6, 0.6])
-    xs, ys = np.linspace(-5, 5, 300), np.linspace(-4, 4, 240)
+    data = default_mixture()
+    xs, ys = XS, YS
     points = torch.tensor(np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 2))
     log_p = data.log_prob(points).numpy().reshape(len(ys), len(xs))
     panels = []
     for title, args in FITS.items():
         root = scratch / title.split()[0]
         root.mkdir()
-        gandiv(root, "train", *args, "trainer.steps=1500", "plot.every=0")
+        gandiv(root, "train", *args, "plot.every=0")
         summary = json.loads(newest(root, "outputs/*/*/summary.json").read_text())
         mean = torch.tensor(summary["params"]["mean"], dtype=torch.float64)
         cov = torch.tensor(summary["params"]["cov"], dtype=torch.float64)
@@ -61,14 +69,16 @@ def gaussian_fits(scratch: Path) -> None:
 IDEALS = {
     "gan (target JS)": ["objective=gan"],
     "logit_gan (target KL(Q‖P))": ["objective=logit_gan"],
-    "js_pi, π = 0.9 (target JS_0.9)": ["objective=js_pi", "objective.pi=0.9"],
+    "reverse_kl_fgan (target KL(Q‖P))": ["objective=reverse_kl_fgan"],
+    "js_pi, π = 0.1 (target JS_0.1)": ["objective=js_pi", "objective.pi=0.1"],
 }
 
 
 def ideal_vs_achieved(scratch: Path) -> None:
-    """Adversarial fits (blue) beside the ideal fit of each one's target (dashed)."""
-    data = Mixture.isotropic([0.5, 0.5], [[-2.0, -1.0], [2.0, 1.0]], [0.6, 0.6])
-    xs, ys = np.linspace(-5, 5, 300), np.linspace(-4, 4, 240)
+    """Adversarial fits at their defaults (blue) beside the ideal fit of each one's target
+    (dashed)."""
+    data = default_mixture()
+    xs, ys = XS, YS
     points = torch.tensor(np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 2))
     log_p = data.log_prob(points).numpy().reshape(len(ys), len(xs))
 
@@ -107,7 +117,9 @@ def swiss_roll(scratch: Path) -> None:
 def pi_sweep(scratch: Path) -> None:
     root = scratch / "pi"
     root.mkdir()
-    gandiv(root, "train", "-m", "+experiment=huszar_pi_sweep", "plot.every=0")
+    gandiv(
+        root, "train", "-m", "objective=js_pi", "objective.pi=0.1,0.3,0.5,0.7,0.9", "plot.every=0"
+    )
     shutil.copy(newest(root, "multirun/*/*/sweep.png"), HERE / "huszar_pi_sweep.png")
 
 

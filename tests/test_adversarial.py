@@ -175,3 +175,22 @@ def test_unbiased_mmd_matches_a_direct_double_sum():
     assert float(mmd2_unbiased(x, y, bandwidths)) == pytest.approx(xx + yy - 2 * xy, rel=1e-5)
     same = torch.randn(2000, 2, generator=g)
     assert abs(float(mmd2_unbiased(same[:1000], same[1000:], bandwidths))) < 0.01
+
+
+@pytest.mark.parametrize("name", ["kl", "reverse_kl", "pearson", "neyman", "jeffrey"])
+def test_a_log_ratio_bound_keeps_an_extrapolating_critic_finite(name):
+    """A critic far outside the data's range (|V| = 1e30) overflows the exp-type activations and
+    conjugates; with the bound B the implied ratio stays in [e^−B, e^B] and every term is finite,
+    while inside that range the game is the unbounded one."""
+    row = get_divergence(name)
+    plain = VariationalDivergence("fgan", MLPCritic(1, 8, 1), row, "minimax")
+    bounded = VariationalDivergence(
+        "fgan", MLPCritic(1, 8, 1), row, "minimax", log_ratio_bound=10.0
+    )
+    assert bounded.critic_range == (row.critic_at(-10.0), row.critic_at(10.0))
+    wild = torch.tensor([-1e30, 1e30])
+    assert not torch.isfinite(plain.bound(wild, wild))
+    assert torch.isfinite(bounded.bound(wild, wild)) and torch.isfinite(bounded.model_terms(wild))
+    tame = torch.tensor([row.critic_at(-3.0), row.critic_at(0.5), row.critic_at(4.0)])
+    assert torch.equal(bounded.bound(tame, tame.flip(0)), plain.bound(tame, tame.flip(0)))
+    assert torch.equal(bounded.model_terms(tame), plain.model_terms(tame))

@@ -9,6 +9,7 @@ import torch
 from hydra import compose, initialize_config_module
 
 from gandiv import config as C
+from gandiv.errors import UserError
 from gandiv.build import (
     build_critic,
     build_dataset,
@@ -87,6 +88,46 @@ def test_direct_objective_on_every_dataset(dataset, divergence):
     loss = objective.model_loss(model, data.sample(4, torch.Generator()), torch.Generator())
     loss.backward()
     assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+ADVERSARIAL = ["gan", "ns_gan", "logit_gan", "reverse_kl_fgan", "fgan", "js_pi"]
+
+
+@pytest.mark.parametrize("objective", ADVERSARIAL)
+def test_adversarial_objectives_bring_their_own_training_settings(objective):
+    """The games' defaults are their own, not the maximum-likelihood ones of trainer/default.yaml;
+    the command line and presets still win."""
+    shared = C.validate_train_config(_compose()).trainer
+    own = C.validate_train_config(_compose(f"objective={objective}")).trainer
+    assert (own.lr, own.betas, own.critic_steps) == (0.002, [0.5, 0.999], 3)
+    assert (own.steps, own.lr_g) == ((4000, 0.005) if objective == "fgan" else (2000, None))
+    assert (shared.lr, shared.betas, shared.critic_steps) == (0.01, [0.9, 0.999], 1)
+    user = C.validate_train_config(_compose(f"objective={objective}", "trainer.lr=0.05")).trainer
+    assert user.lr == 0.05 and user.critic_steps == 3
+    preset = C.validate_train_config(
+        _compose("+experiment=huszar_pi_sweep", f"objective={objective}")
+    ).trainer
+    assert (preset.lr, preset.critic_steps, preset.steps) == (0.005, 5, 3000)
+
+
+def test_a_kinked_f_gan_game_is_refused_unless_allowed():
+    cfg = C.validate_train_config(
+        _compose("objective=fgan", "objective.divergence=total_variation")
+    )
+    data = build_dataset(cfg.dataset)
+    with pytest.raises(UserError, match="objective.allow_unstable=true") as refused:
+        build_objective(cfg.objective, data, cfg.critic, None)
+    assert refused.value.where == "objective.divergence" and "objective=direct" in str(
+        refused.value
+    )
+    allowed = C.validate_train_config(
+        _compose(
+            "objective=fgan",
+            "objective.divergence=total_variation",
+            "objective.allow_unstable=true",
+        )
+    )
+    assert build_objective(allowed.objective, data, allowed.critic, None).row.kinked
 
 
 def test_eval_config_composes():

@@ -480,3 +480,20 @@ def test_rows_are_immutable() -> None:
         DIVERGENCES["kl"].name = "other"  # type: ignore[misc]
     with pytest.raises(TypeError):
         DIVERGENCES["other"] = DIVERGENCES["kl"]  # type: ignore[index]
+
+
+# ------------------------------------------------------------------------ the optimal raw critic
+
+
+@pytest.mark.parametrize("row", ROWS, ids=IDS)
+def test_critic_at_gives_the_optimal_critic_at_each_log_ratio(row: FDivergence) -> None:
+    """g_f(V*(ℓ)) = f'(e^ℓ) (the optimal T at ratio e^ℓ), V* increasing; None only for the kink."""
+    if row.kinked:
+        assert row.critic_at is None  # ½·sign(u − 1) is a step: no finite raw output reaches it
+        return
+    assert row.critic_at is not None
+    ratios = torch.linspace(-8.0, 8.0, 161, dtype=torch.float64)
+    v = f64([row.critic_at(float(r)) for r in ratios])
+    _, f_prime = autograd_f_prime(row, ratios.exp())
+    assert torch.allclose(row.activation(v), f_prime, rtol=1e-9, atol=1e-9)
+    assert bool((v.diff() > 0).all())

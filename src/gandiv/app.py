@@ -707,6 +707,8 @@ def _prepare_training(cfg: DictConfig, run: RunDirectory, multirun: bool) -> Pre
         model.train()
         return metrics
 
+    if trainer.threads is not None:  # the searches below run at the run's own thread count
+        torch.set_num_threads(trainer.threads)
     fresh_direct = state is None and isinstance(objective, Direct) and data.dim <= 2
     if fresh_direct and isinstance(objective, Direct) and isinstance(model, GaussianModel):
         log.info(objective.start(model))  # it starts where descent reaches the global optimum

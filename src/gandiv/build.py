@@ -301,6 +301,15 @@ def build_objective(
             allowed = ", ".join(DIVERGENCES)
             raise UserError("objective.divergence", f"'{cfg.divergence}' is not one of: {allowed}")
         row, step = DIVERGENCES[cfg.divergence], cfg.generator
+        if row.kinked and not cfg.allow_unstable:
+            raise UserError(
+                "objective.divergence",
+                f"the f-GAN game of {row.name} is unstable in principle: f has a kink at 1, so"
+                " the optimal critic is a step (½·sign(p − q)) and gives the model no gradient"
+                " almost everywhere (its fits diverge); for its ideal use objective=direct"
+                f" objective.divergence={row.name}, or set objective.allow_unstable=true to"
+                " train the game anyway (run health then reports what happened)",
+            )
     elif isinstance(cfg, C.JSPiConfig):
         row, step = get_divergence("js_pi", cfg.pi), cfg.generator
     else:
@@ -317,6 +326,7 @@ def build_objective(
         target=target,
         spread=_spread_noise(cfg) if cfg.noise != "none" else None,
         spread_samples=cfg.samples,
+        log_ratio_bound=cfg.log_ratio_bound,
     )
 
 

@@ -212,12 +212,15 @@ class AdversarialConfig(ObjectiveConfig):
     sigma_start: float | None = _spec(gt=0.0)
     anneal_steps: int = _spec(ge=0)
     samples: int = _spec(ge=1, le=1024)
+    # clip the critic so that the density ratio it implies stays within [e^−B, e^B] (null: off)
+    log_ratio_bound: float | None = _spec(gt=0.0, le=700.0)
 
 
 @dataclass
 class FGANConfig(AdversarialConfig):
     divergence: str = _spec()  # a row of gandiv.divergences (js_pi has its own objective)
     generator: str = _spec(choices=("minimax", "nonsaturating"))
+    allow_unstable: bool = _spec()  # train a row whose game is unstable in principle (kinked f)
 
 
 @dataclass

@@ -52,15 +52,16 @@ _INF = math.inf
 class FDivergence:
     """One row of the f-GAN tables (Nowozin et al. 2016, Tables 1 and 2).
 
-    ``perspective(log_p, log_q)`` is q f(p/q) computed from log-densities; it is the integrand of
-    D_f(P‖Q) and handles p or q = 0 (log = −inf) and huge log-ratios by their limits (never NaN
-    for log-densities in [−inf, log of the dtype's largest number]; +inf where the integrand is).
-    ``conjugate_activation(v)`` is f*(g_f(v)) fused so that it stays finite for all real v.
-    ``f_prime`` gives the optimal critic T*(x) = f'(p(x)/q(x)). ``power_tails`` marks the rows whose
-    integrand grows like a power of the density ratio (the χ² rows: p²/q, q²/p), for which D_f
-    between two Gaussians is +inf when one's tails are too light against the other's. ``kinked``
-    marks f with a kink at u = 1 (total variation: ½|u − 1|), whose integrand |p − q| is not
-    smooth where p = q.
+        ``perspective(log_p, log_q)`` is q f(p/q) computed from log-densities; it is the integrand of
+        D_f(P‖Q) and handles p or q = 0 (log = −inf) and huge log-ratios by their limits (never NaN
+        for log-densities in [−inf, log of the dtype's largest number]; +inf where the integrand is).
+        ``conjugate_activation(v)`` is f*(g_f(v)) fused so that it stays finite for all real v.
+        ``f_prime`` gives the optimal critic T*(x) = f'(p(x)/q(x)), and ``critic_at`` the raw output V
+    that gives it at a log ratio (to bound a critic's implied ratio). ``power_tails`` marks the rows whose
+        integrand grows like a power of the density ratio (the χ² rows: p²/q, q²/p), for which D_f
+        between two Gaussians is +inf when one's tails are too light against the other's. ``kinked``
+        marks f with a kink at u = 1 (total variation: ½|u − 1|), whose integrand |p − q| is not
+        smooth where p = q.
     """
 
     name: str
@@ -73,6 +74,9 @@ class FDivergence:
     f_prime: Callable[[Tensor], Tensor]
     power_tails: bool = False
     kinked: bool = False
+    # The optimal raw critic output V*(ℓ) = g_f⁻¹(f'(e^ℓ)) at the log density ratio ℓ = log p/q
+    # (increasing in ℓ); None where it is not finite (total variation's step).
+    critic_at: Callable[[float], float] | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -202,6 +206,7 @@ def _kl() -> FDivergence:
         perspective=_with_limits(lambda a, b: torch.exp(a) * (a - b), 0.0, _INF),
         conjugate_activation=lambda v: torch.exp(v - 1.0),
         f_prime=lambda u: torch.log(u) + 1.0,
+        critic_at=lambda r: r + 1.0,
     )
 
 
@@ -216,6 +221,7 @@ def _reverse_kl() -> FDivergence:
         perspective=_with_limits(lambda a, b: torch.exp(b) * (b - a), _INF, 0.0),
         conjugate_activation=lambda v: v - 1.0,
         f_prime=lambda u: -1.0 / u,
+        critic_at=lambda r: r,
     )
 
 
@@ -231,6 +237,7 @@ def _pearson() -> FDivergence:
         conjugate_activation=lambda v: 0.25 * v.square() + v,
         f_prime=lambda u: 2.0 * (u - 1.0),
         power_tails=True,
+        critic_at=lambda r: 2.0 * math.expm1(r),
     )
 
 
@@ -247,6 +254,7 @@ def _neyman() -> FDivergence:
         conjugate_activation=lambda v: 2.0 - 2.0 * torch.exp(-0.5 * v),
         f_prime=lambda u: 1.0 - u.reciprocal().square(),
         power_tails=True,
+        critic_at=lambda r: 2.0 * r,
     )
 
 
@@ -261,6 +269,7 @@ def _squared_hellinger() -> FDivergence:
         perspective=_with_limits(_hellinger_core, 1.0, 1.0),
         conjugate_activation=torch.expm1,
         f_prime=lambda u: 1.0 - torch.rsqrt(u),
+        critic_at=lambda r: 0.5 * r,
     )
 
 
@@ -276,6 +285,7 @@ def _jeffrey() -> FDivergence:
         perspective=_with_limits(lambda a, b: (torch.exp(a) - torch.exp(b)) * (a - b), _INF, _INF),
         conjugate_activation=_jeffrey_conjugate,
         f_prime=lambda u: torch.log(u) + 1.0 - u.reciprocal(),
+        critic_at=lambda r: r + 1.0 - math.exp(-r),
     )
 
 
@@ -302,6 +312,7 @@ def _js() -> FDivergence:
         perspective=_with_limits(_mixture_core(0.5, 0.5, -_LOG2, -_LOG2), 0.5 * _LOG2, 0.5 * _LOG2),
         conjugate_activation=lambda v: 0.5 * (_softplus(v) - _LOG2),
         f_prime=lambda u: 0.5 * (_LOG2 + torch.log(u) - torch.log1p(u)),
+        critic_at=lambda r: r,
     )
 
 
@@ -317,6 +328,7 @@ def _gan() -> FDivergence:
         perspective=_with_limits(_mixture_core(1.0, 1.0, 0.0, 0.0), 0.0, 0.0),
         conjugate_activation=_softplus,
         f_prime=lambda u: torch.log(u) - torch.log1p(u),
+        critic_at=lambda r: r,
     )
 
 
@@ -376,6 +388,7 @@ def js_pi(pi: float) -> FDivergence:
         ),
         conjugate_activation=lambda v: rho * (_softplus(v) + log_rho),
         f_prime=lambda u: pi * (torch.log(u) - torch.log(pi * u + rho)),
+        critic_at=lambda r: r + log_pi - log_rho,
     )
 
 

@@ -63,6 +63,7 @@ class VariationalDivergence(Objective):
         target: FDivergence | None = None,
         spread: SpreadNoise | None = None,
         spread_samples: int = 1,
+        log_ratio_bound: float | None = None,
     ) -> None:
         super().__init__()
         if generator_loss not in GENERATOR_LOSSES:
@@ -78,6 +79,15 @@ class VariationalDivergence(Objective):
         self.gradient_penalty = gradient_penalty
         self.spread = spread
         self.spread_samples = spread_samples
+        # With a bound B, the critic's output is clipped to [V*(−B), V*(B)]: the density ratio it
+        # implies stays within [e^−B, e^B] (the bound stays a lower bound on D_f: any T is allowed)
+        # and exp-type activations and conjugates cannot overflow where the critic extrapolates.
+        # (Total variation's activation ½ tanh is bounded already; its optimal critic, a step,
+        # has no finite range, and the bound leaves it alone.)
+        self.critic_range: tuple[float, float] | None = None
+        if log_ratio_bound is not None and divergence.critic_at is not None:
+            at = divergence.critic_at
+            self.critic_range = (at(-log_ratio_bound), at(log_ratio_bound))
         self.critic_average = (
             AveragedModel(critic, multi_avg_fn=get_ema_multi_avg_fn(critic_ema), use_buffers=True)
             if critic_ema > 0
@@ -102,7 +112,11 @@ class VariationalDivergence(Objective):
         vectorised group, `gandiv.training.stacked`).
         """
         act, conj = self.row.activation, self.row.conjugate_activation
-        return act(v_real).mean(-1) - conj(v_fake).mean(-1)
+        return act(self.bounded(v_real)).mean(-1) - conj(self.bounded(v_fake)).mean(-1)
+
+    def bounded(self, v: Tensor) -> Tensor:
+        """The raw critic output clipped to `critic_range` (itself when there is none)."""
+        return v if self.critic_range is None else v.clamp(*self.critic_range)
 
     def critic_terms(self, v_real: Tensor, v_fake: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """The critic's loss (minus the bound) from its outputs, and the metrics logged with it."""
@@ -155,6 +169,7 @@ class VariationalDivergence(Objective):
 
     def model_terms(self, v: Tensor) -> Tensor:
         """The model's loss from the critic's outputs on its samples (means over the last axis)."""
+        v = self.bounded(v)
         if self.generator_loss == "minimax":  # minimise the bound: −E_q[f*(g_f(V))]
             return -self.row.conjugate_activation(v).mean(-1)
         if self.generator_loss == "nonsaturating":  # maximise E_q[g_f(V)]
@@ -164,4 +179,4 @@ class VariationalDivergence(Objective):
     def critic_output(self, x: Tensor) -> Tensor:
         """The critic's raw output V(x) (the averaged critic's, with critic_ema)."""
         critic = self.critic if self.critic_average is None else self.critic_average
-        return critic(x)
+        return self.bounded(critic(x))
