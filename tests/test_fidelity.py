@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 SCRIPT = Path(__file__).parents[1] / "benchmarks" / "fidelity.py"
+# pearson is left out: its fit sits at 0.09-0.10 from its ideal at the defaults (docs/fidelity.md)
 TARGETED = [
     "gan",
     "logit_gan",
@@ -25,9 +26,9 @@ TARGETED = [
 @pytest.mark.slow
 @pytest.mark.parametrize("problem", ["default", "fgan_1d"])
 def test_every_objective_with_a_target_lands_on_its_ideal_at_its_defaults(tmp_path, problem):
+    args = ["--problems", problem, "--seeds", "5", "--objectives", *TARGETED]
     done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--problems", problem, "--seeds", "5"]
-        + ["--objectives", *TARGETED, "--root", str(tmp_path)],
+        [sys.executable, str(SCRIPT), *args, "--root", str(tmp_path)],
         capture_output=True,
         text=True,
     )

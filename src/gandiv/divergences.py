@@ -52,16 +52,16 @@ _INF = math.inf
 class FDivergence:
     """One row of the f-GAN tables (Nowozin et al. 2016, Tables 1 and 2).
 
-        ``perspective(log_p, log_q)`` is q f(p/q) computed from log-densities; it is the integrand of
-        D_f(P‖Q) and handles p or q = 0 (log = −inf) and huge log-ratios by their limits (never NaN
-        for log-densities in [−inf, log of the dtype's largest number]; +inf where the integrand is).
-        ``conjugate_activation(v)`` is f*(g_f(v)) fused so that it stays finite for all real v.
-        ``f_prime`` gives the optimal critic T*(x) = f'(p(x)/q(x)), and ``critic_at`` the raw output V
-    that gives it at a log ratio (to bound a critic's implied ratio). ``power_tails`` marks the rows whose
-        integrand grows like a power of the density ratio (the χ² rows: p²/q, q²/p), for which D_f
-        between two Gaussians is +inf when one's tails are too light against the other's. ``kinked``
-        marks f with a kink at u = 1 (total variation: ½|u − 1|), whose integrand |p − q| is not
-        smooth where p = q.
+    ``perspective(log_p, log_q)`` is q f(p/q) computed from log-densities; it is the integrand of
+    D_f(P‖Q) and handles p or q = 0 (log = −inf) and huge log-ratios by their limits (never NaN
+    for log-densities in [−inf, log of the dtype's largest number]; +inf where the integrand is).
+    ``conjugate_activation(v)`` is f*(g_f(v)) fused so that it stays finite for all real v.
+    ``f_prime`` gives the optimal critic T*(x) = f'(p(x)/q(x)), and ``critic_at`` the raw output
+    V that gives it at a log ratio (to bound the ratio a critic implies). ``power_tails`` marks
+    the rows whose integrand grows like a power of the density ratio (the χ² rows: p²/q, q²/p),
+    for which D_f between two Gaussians is +inf when one's tails are too light against the
+    other's. ``kinked`` marks f with a kink at u = 1 (total variation: ½|u − 1|), whose integrand
+    |p − q| is not smooth where p = q.
     """
 
     name: str
