@@ -18,6 +18,14 @@ import torch
 from gandiv.cli import main
 
 # Settings that make a real run take a second or two.
+# trainer/default.yaml's settings, which every objective used before the games had their own
+SHARED_SETTINGS = [
+    "trainer.lr=0.01",
+    "trainer.lr_d=null",
+    "trainer.betas=[0.9,0.999]",
+    "trainer.critic_steps=1",
+]
+
 TINY = [
     "trainer.steps=40",
     "trainer.log_every=10",

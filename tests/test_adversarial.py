@@ -194,3 +194,17 @@ def test_a_log_ratio_bound_keeps_an_extrapolating_critic_finite(name):
     tame = torch.tensor([row.critic_at(-3.0), row.critic_at(0.5), row.critic_at(4.0)])
     assert torch.equal(bounded.bound(tame, tame.flip(0)), plain.bound(tame, tame.flip(0)))
     assert torch.equal(bounded.model_terms(tame), plain.model_terms(tame))
+
+
+def test_a_clipped_critic_still_passes_gradients():
+    """Beyond the range the value is clipped but the gradient is not lost: the critic is pulled
+    back towards the range and the model's samples still move (at the clipped value's slope)."""
+    row = get_divergence("reverse_kl")
+    game = VariationalDivergence("fgan", MLPCritic(1, 8, 1), row, "minimax", log_ratio_bound=10.0)
+    v_real = torch.tensor([-50.0], requires_grad=True)  # far below V*(−10) = −10
+    loss, _ = game.critic_terms(v_real, torch.tensor([0.0]))
+    (grad,) = torch.autograd.grad(loss, v_real)
+    assert grad.item() == pytest.approx(-math.exp(10.0), rel=1e-6)  # −d/dV (−e^{−V}) at V = −10
+    v_fake = torch.tensor([50.0], requires_grad=True)
+    (grad,) = torch.autograd.grad(game.model_terms(v_fake), v_fake)
+    assert grad.item() == pytest.approx(-1.0)  # −d/dV (V − 1)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_module
+from omegaconf import OmegaConf
 
 from gandiv import config as C
 from gandiv.build import (
@@ -99,11 +100,13 @@ def test_adversarial_objectives_bring_their_own_training_settings(objective):
     the command line and presets still win."""
     shared = C.validate_train_config(_compose()).trainer
     own = C.validate_train_config(_compose(f"objective={objective}")).trainer
-    assert (own.lr, own.betas, own.critic_steps) == (0.002, [0.5, 0.999], 3)
-    assert (own.steps, own.lr_g) == ((4000, 0.005) if objective == "fgan" else (2000, None))
+    assert (own.betas, own.critic_steps) == ([0.5, 0.999], 3)
+    fgan = objective == "fgan"
+    assert (own.lr, own.lr_d) == ((0.005, 0.002) if fgan else (0.002, None))
+    assert own.steps == (4000 if fgan else 2000)
     assert (shared.lr, shared.betas, shared.critic_steps) == (0.01, [0.9, 0.999], 1)
     user = C.validate_train_config(_compose(f"objective={objective}", "trainer.lr=0.05")).trainer
-    assert user.lr == 0.05 and user.critic_steps == 3
+    assert user.lr == 0.05 and user.critic_steps == 3 and user.lr_d == (0.002 if fgan else None)
     preset = C.validate_train_config(
         _compose("+experiment=huszar_pi_sweep", f"objective={objective}")
     ).trainer
@@ -170,3 +173,17 @@ def test_every_sample_based_objective_trains_every_model_on_every_dataset(
     loss.backward()
     assert torch.isfinite(loss)
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in generative.parameters())
+
+
+def test_a_run_saved_before_keys_were_added_loads_as_it_trained(tmp_path):
+    """An f-GAN run saved before the log-ratio bound and the kinked-row refusal existed is read
+    (for eval, plot, resume) with the bound off and its row allowed: how it trained."""
+    cfg = _compose("objective=fgan", "objective.divergence=total_variation")
+    del cfg.objective.log_ratio_bound
+    del cfg.objective.allow_unstable
+    path = tmp_path / "config.yaml"
+    path.write_text(OmegaConf.to_yaml(cfg))
+    loaded = C.load_train_config(path)
+    assert loaded.objective.log_ratio_bound is None and loaded.objective.allow_unstable is True
+    fresh = C.validate_train_config(_compose("objective=fgan"))
+    assert fresh.objective.log_ratio_bound == 10.0 and fresh.objective.allow_unstable is False

@@ -48,7 +48,7 @@ def test_fgan_mixture_preset_adversarial_fits_match_the_direct_optimum(gandiv, t
 @pytest.mark.slow
 def test_fgan_mixture_preset_for_every_required_divergence(gandiv, tmp_path):
     root, rows = _sweep(gandiv, tmp_path, "+experiment=fgan_mixture")
-    assert len(rows) == 16
+    assert len(rows) == 14  # seven divergences × (direct, fgan)
     _check_fgan_table(root, ["kl", "reverse_kl", "pearson", "squared_hellinger", "js"])
 
 
@@ -152,3 +152,15 @@ def test_huszar_pi_sweep_preset(gandiv, tmp_path):
     _, rows = _sweep(gandiv, tmp_path, "+experiment=huszar_pi_sweep")
     assert [float(r["objective.pi"]) for r in rows] == [0.1, 0.3, 0.5, 0.7, 0.9]
     _check_pi_trend(rows)
+
+
+def test_a_learning_rate_that_reaches_only_the_model_is_said(gandiv, tmp_path):
+    """fgan's defaults give the critic its own rate: trainer.lr then moves the model's only, and
+    the log says so; with trainer.lr_d set too it says nothing."""
+    for run, extra in (("one", []), ("both", ["trainer.lr_d=0.001"])):
+        args = ["objective=fgan", "trainer.lr=0.001", *extra, "trainer.steps=2", "plot.every=0"]
+        result = gandiv("train", *args, f"hydra.run.dir={run}")
+        assert result.code == 0, result.err
+    said = "trainer.lr=0.001 sets the model's learning rate only: objective=fgan gives its critic"
+    assert said in (tmp_path / "one" / "train.log").read_text()
+    assert "learning rate only" not in (tmp_path / "both" / "train.log").read_text()

@@ -23,7 +23,7 @@ from gandiv.training.health import (
     warning_line,
 )
 
-from .conftest import TINY, only_run, read_json
+from .conftest import SHARED_SETTINGS, TINY, only_run, read_json
 
 ADVERSARIAL = RunSettings(
     objective="fgan",
@@ -323,7 +323,9 @@ def test_an_adversarial_run_blown_up_on_purpose_warns_and_its_sweep_row_says_so(
     unhealthy job. Both jobs train as one vectorised group (the group's finish path)."""
     game = ["objective=fgan", "objective.divergence=pearson", "model=mlp", "dataset=ring8"]
     sweep = ["-m", "hydra.sweep.dir=sw", "hydra/launcher=vectorized", "hydra.launcher.max_group=0"]
-    result = gandiv("train", *sweep, "trainer.lr=0.001,0.1", *game, *TINY)
+    shared = [o for o in SHARED_SETTINGS if not o.startswith("trainer.lr=")]
+    game += [*shared, "objective.log_ratio_bound=null"]  # the game as it was
+    result = gandiv("train", *sweep, *game, "trainer.lr=0.001,0.1", *TINY)
     assert result.code == 0, result.err
     assert "training 2 runs as one vectorised group" in result.out
     healthy, blown = tmp_path / "sw" / "0", tmp_path / "sw" / "1"

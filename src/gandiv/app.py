@@ -840,6 +840,16 @@ def _warn_ignored(config: C.TrainConfig, data: ToyData | ImageData) -> None:
             )
         )
     overrides = _job_overrides()
+    keys = {o.lstrip("+~").split("=", 1)[0] for o in overrides}
+    trainer = config.trainer
+    if "trainer.lr" in keys and trainer.lr_d is not None and "trainer.lr_d" not in keys:
+        log.warning(
+            "trainer.lr=%g sets the model's learning rate only: objective=%s gives its critic its "
+            "own, trainer.lr_d=%g (set trainer.lr_d too, or trainer.lr_d=null for one rate)",
+            trainer.lr,
+            objective.name,
+            trainer.lr_d,
+        )
     for prefixes, applies, why in rules:
         unused = [o for o in overrides if o.lstrip("+~").startswith(prefixes)]
         if applies and unused:

@@ -545,8 +545,16 @@ def validate_train_config(cfg: DictConfig) -> TrainConfig:
     )
 
 
+# Keys added to a group after runs were saved with it, and the value that reproduces how such a
+# run trained (it is filled in when an older run is read for eval, plot or resume).
+ADDED_KEYS: dict[str, dict[str, Any]] = {
+    "objective": {"log_ratio_bound": None, "allow_unstable": True},
+}
+
+
 def load_train_config(path: Path) -> TrainConfig:
-    """The validated config a run saved in its ``.hydra/config.yaml`` (`path`)."""
+    """The validated config a run saved in its ``.hydra/config.yaml`` (`path`); keys added since
+    it was saved take the values under which it trained (`ADDED_KEYS`)."""
     try:
         saved = OmegaConf.load(path)
     except Exception as err:
@@ -554,6 +562,15 @@ def load_train_config(path: Path) -> TrainConfig:
         raise UserError(str(path), f"unreadable ({first.strip()})") from None
     if not isinstance(saved, DictConfig):
         raise UserError(str(path), "not a gandiv train config")
+    for group, added in ADDED_KEYS.items():
+        node = saved.get(group)
+        options = {"objective": OBJECTIVES}[group]
+        if not isinstance(node, DictConfig) or node.get("name") not in options:
+            continue  # (reported by validation)
+        known = {f.name for f in dataclasses.fields(options[node.name])}
+        for key, value in added.items():
+            if key in known and key not in node:
+                node[key] = value
     try:
         return validate_train_config(saved)
     except UserError as err:

@@ -79,9 +79,10 @@ class VariationalDivergence(Objective):
         self.gradient_penalty = gradient_penalty
         self.spread = spread
         self.spread_samples = spread_samples
-        # With a bound B, the critic's output is clipped to [V*(−B), V*(B)]: the density ratio it
-        # implies stays within [e^−B, e^B] (the bound stays a lower bound on D_f: any T is allowed)
-        # and exp-type activations and conjugates cannot overflow where the critic extrapolates.
+        # With a bound B, the critic's output is clipped to [V*(−B), V*(B)] (`bounded`): the
+        # density ratio it implies stays within [e^−B, e^B] (the bound stays a lower bound on D_f:
+        # any T is allowed), and exp-type activations and conjugates cannot overflow where the
+        # critic extrapolates.
         # (Total variation's activation ½ tanh is bounded already; its optimal critic, a step,
         # has no finite range, and the bound leaves it alone.)
         self.critic_range: tuple[float, float] | None = None
@@ -115,8 +116,14 @@ class VariationalDivergence(Objective):
         return act(self.bounded(v_real)).mean(-1) - conj(self.bounded(v_fake)).mean(-1)
 
     def bounded(self, v: Tensor) -> Tensor:
-        """The raw critic output clipped to `critic_range` (itself when there is none)."""
-        return v if self.critic_range is None else v.clamp(*self.critic_range)
+        """The raw critic output clipped to `critic_range` (itself when there is none).
+
+        Only the value is clipped: the gradient passes as if it were not (straight through), so
+        a critic beyond the range is still pulled back, and a model whose samples all lie where
+        the critic is clipped still gets a finite gradient (evaluated at the clipped value)."""
+        if self.critic_range is None:
+            return v
+        return v + (v.clamp(*self.critic_range) - v).detach()
 
     def critic_terms(self, v_real: Tensor, v_fake: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """The critic's loss (minus the bound) from its outputs, and the metrics logged with it."""
