@@ -52,6 +52,7 @@ def test_fgan_mixture_preset_for_every_required_divergence(gandiv, tmp_path):
     _check_fgan_table(root, ["kl", "reverse_kl", "pearson", "squared_hellinger", "js"])
 
 
+@pytest.mark.slow  # (the defaults' own mode seeking is tested fast above)
 def test_raffel_presets_cover_versus_seek_modes(gandiv, tmp_path):
     """Forward KL covers both modes; reverse KL, with p or with samples only, sits on one."""
     _, rows = _sweep(
