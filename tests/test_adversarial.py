@@ -208,3 +208,16 @@ def test_a_clipped_critic_still_passes_gradients():
     v_fake = torch.tensor([50.0], requires_grad=True)
     (grad,) = torch.autograd.grad(game.model_terms(v_fake), v_fake)
     assert grad.item() == pytest.approx(-1.0)  # −d/dV (V − 1)
+
+
+@pytest.mark.parametrize("name", ["pearson", "jeffrey"])
+def test_the_largest_allowed_bound_clips_within_the_critics_dtype(name):
+    """objective.log_ratio_bound allows B up to 700, where Pearson's and Jeffrey's V*(±B) are
+    about ±1e304: beyond float32 (and bf16). The clip then stops at the dtype's largest value."""
+    row = get_divergence(name)
+    game = VariationalDivergence("fgan", MLPCritic(1, 8, 1), row, "minimax", log_ratio_bound=700.0)
+    for dtype in (torch.float32, torch.bfloat16):
+        v = torch.tensor([-1e30, 0.5, 1e30], dtype=dtype)
+        out = game.bounded(v)
+        assert out.dtype == dtype and torch.isfinite(out).all()
+        assert out[1] == v[1]

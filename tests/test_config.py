@@ -107,6 +107,8 @@ def test_adversarial_objectives_bring_their_own_training_settings(objective):
     assert (shared.lr, shared.betas, shared.critic_steps) == (0.01, [0.9, 0.999], 1)
     user = C.validate_train_config(_compose(f"objective={objective}", "trainer.lr=0.05")).trainer
     assert user.lr == 0.05 and user.critic_steps == 3 and user.lr_d == (0.002 if fgan else None)
+    restored = C.validate_train_config(_compose(f"objective={objective}", "trainer=default"))
+    assert restored.trainer == shared
     preset = C.validate_train_config(
         _compose("+experiment=huszar_pi_sweep", f"objective={objective}")
     ).trainer

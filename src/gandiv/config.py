@@ -545,16 +545,14 @@ def validate_train_config(cfg: DictConfig) -> TrainConfig:
     )
 
 
-# Keys added to a group after runs were saved with it, and the value that reproduces how such a
-# run trained (it is filled in when an older run is read for eval, plot or resume).
-ADDED_KEYS: dict[str, dict[str, Any]] = {
-    "objective": {"log_ratio_bound": None, "allow_unstable": True},
-}
+# Objective keys added after runs were saved without them, and the value that reproduces how such
+# a run trained (filled in when an older run is read for eval, plot or resume).
+ADDED_OBJECTIVE_KEYS: dict[str, Any] = {"log_ratio_bound": None, "allow_unstable": True}
 
 
 def load_train_config(path: Path) -> TrainConfig:
     """The validated config a run saved in its ``.hydra/config.yaml`` (`path`); keys added since
-    it was saved take the values under which it trained (`ADDED_KEYS`)."""
+    it was saved take the values under which it trained (`ADDED_OBJECTIVE_KEYS`)."""
     try:
         saved = OmegaConf.load(path)
     except Exception as err:
@@ -562,13 +560,10 @@ def load_train_config(path: Path) -> TrainConfig:
         raise UserError(str(path), f"unreadable ({first.strip()})") from None
     if not isinstance(saved, DictConfig):
         raise UserError(str(path), "not a gandiv train config")
-    for group, added in ADDED_KEYS.items():
-        node = saved.get(group)
-        options = {"objective": OBJECTIVES}[group]
-        if not isinstance(node, DictConfig) or node.get("name") not in options:
-            continue  # (reported by validation)
-        known = {f.name for f in dataclasses.fields(options[node.name])}
-        for key, value in added.items():
+    node = saved.get("objective")
+    if isinstance(node, DictConfig) and node.get("name") in OBJECTIVES:  # (else: validation says)
+        known = {f.name for f in dataclasses.fields(OBJECTIVES[node.name])}
+        for key, value in ADDED_OBJECTIVE_KEYS.items():
             if key in known and key not in node:
                 node[key] = value
     try:

@@ -123,7 +123,10 @@ class VariationalDivergence(Objective):
         the critic is clipped still gets a finite gradient (evaluated at the clipped value)."""
         if self.critic_range is None:
             return v
-        return v + (v.clamp(*self.critic_range) - v).detach()
+        low, high = self.critic_range
+        largest = torch.finfo(v.dtype).max  # (the χ² and Jeffrey ranges grow like e^B)
+        clipped = v.clamp(max(low, -largest), min(high, largest))
+        return v + (clipped - v).detach()
 
     def critic_terms(self, v_real: Tensor, v_fake: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """The critic's loss (minus the bound) from its outputs, and the metrics logged with it."""
