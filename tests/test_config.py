@@ -178,14 +178,18 @@ def test_every_sample_based_objective_trains_every_model_on_every_dataset(
 
 
 def test_a_run_saved_before_keys_were_added_loads_as_it_trained(tmp_path):
-    """An f-GAN run saved before the log-ratio bound and the kinked-row refusal existed is read
-    (for eval, plot, resume) with the bound off and its row allowed: how it trained."""
+    """An f-GAN run saved before the log-ratio bound, the kinked-row refusal and the rate
+    schedule existed is read (for eval, plot, resume) with the bound off, its row allowed and
+    its rates constant: how it trained."""
     cfg = _compose("objective=fgan", "objective.divergence=total_variation")
     del cfg.objective.log_ratio_bound
     del cfg.objective.allow_unstable
+    del cfg.trainer.lr_schedule
+    del cfg.trainer.lr_end_factor
     path = tmp_path / "config.yaml"
     path.write_text(OmegaConf.to_yaml(cfg))
     loaded = C.load_train_config(path)
     assert loaded.objective.log_ratio_bound is None and loaded.objective.allow_unstable is True
+    assert loaded.trainer.lr_schedule == "constant"
     fresh = C.validate_train_config(_compose("objective=fgan"))
     assert fresh.objective.log_ratio_bound == 10.0 and fresh.objective.allow_unstable is False

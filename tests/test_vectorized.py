@@ -17,6 +17,7 @@ from gandiv.models.flow import CouplingFlow
 from gandiv.models.gaussian import GaussianModel
 from gandiv.models.linear import LinearGenerator
 from gandiv.models.mlp import MLPCritic, MLPGenerator
+from gandiv.training.loop import RateSchedule
 from gandiv.training.stacked import StackedNetwork, StackedOptimizer, unstackable
 from gandiv.training.vectorized import CPU_GROUP_BYTES, VectorizedStep, cache_group_size
 
@@ -96,9 +97,12 @@ def test_networks_a_stack_cannot_hold_are_named():
         StackedNetwork([MLPCritic(2, width=8), MLPCritic(2, width=16)])
 
 
+@pytest.mark.parametrize("scheduled", [False, True], ids=["constant", "decaying"])
 @pytest.mark.parametrize("fused", [True, None], ids=["fused", "foreach"])
 @pytest.mark.parametrize("lrs", [(0.01, 0.01, 0.01), (0.01, 0.003, 0.02)], ids=["same", "differ"])
-def test_a_stacked_optimiser_steps_each_member_as_its_own_adam_would(lrs, fused):
+def test_a_stacked_optimiser_steps_each_member_as_its_own_adam_would(lrs, fused, scheduled):
+    """... also when a rate schedule (RateSchedule: `initial_lr` in the groups, as a resumed
+    checkpoint brings it) moves every optimiser's rate between steps."""
     nets = _networks("critic", 3)
     alone = copy.deepcopy(nets)
     fused = {"fused": fused}
@@ -109,10 +113,13 @@ def test_a_stacked_optimiser_steps_each_member_as_its_own_adam_would(lrs, fused)
     references = [
         torch.optim.Adam(n.parameters(), lr=lr, **fused) for n, lr in zip(alone, lrs, strict=True)
     ]
+    schedule = RateSchedule("cosine" if scheduled else "constant", 0.1)
+    schedule.apply([*members, *references], 1, 5)
     stepper = StackedOptimizer(stack, members)
     assert (stepper.stacked is not None) == (len(set(lrs)) == 1)  # one Adam when they agree
     x = torch.randn(3, 16, 2)
-    for _ in range(4):
+    for step in range(4):
+        schedule.apply([*members, *references], step + 1, 5)
         stack.zero_grad()
         stack.module(x).exp().mean(-1).sum().backward()
         stepper.step()
@@ -180,6 +187,13 @@ def test_runs_with_their_own_learning_rates_and_losses_group_too(gandiv, tmp_pat
     """Different learning rates (each run's own Adam) and different games (rows, model steps)."""
     args = ["objective=gan,ns_gan,logit_gan", "trainer.lr_d=0.01,0.002", *SMALL]
     _alone_and_grouped(gandiv, tmp_path, args, 6)
+
+
+def test_runs_with_a_decaying_rate_group_too(gandiv, tmp_path):
+    """trainer.lr_schedule moves every run's rates, stacked (the model's Adam: equal rates) or
+    stepped one by one (the critics': their own rates), as alone."""
+    args = ["objective=gan", "trainer.lr_d=0.01,0.002", "trainer.seed=0,1", *SMALL]
+    _alone_and_grouped(gandiv, tmp_path, [*args, "trainer.lr_schedule=cosine"], 4)
 
 
 def test_runs_with_their_own_instance_noise_group_too(gandiv, tmp_path):

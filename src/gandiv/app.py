@@ -82,7 +82,7 @@ from gandiv.training.distributed import (
 )
 from gandiv.training.figures import FigureSet, ImageFigures, RunFigures, save_figures
 from gandiv.training.health import RunSettings, assess, parameter_change, warning_line
-from gandiv.training.loop import Cadence, RunTask, TrainResult, train_runs
+from gandiv.training.loop import Cadence, RateSchedule, RunTask, TrainResult, train_runs
 from gandiv.training.loop import train as train_loop
 from gandiv.training.run_dir import RunDirectory, atomic_write_bytes
 from gandiv.training.speed import StepPrecision, compile_networks, resolve_precision, tune_device
@@ -160,13 +160,22 @@ def _check_resumable(
             "resume",
             f"{', '.join(changed)} differ from the run's config; resuming may only change {may}",
         )
+    trained = state["config"]["trainer"]
     step = int(state["step"])
     finished = run.summary_path.is_file() and _status(run) in ("completed", "failed")
     if step > steps or (step == steps and finished):
+        extend = (
+            "pass a larger trainer.steps to extend it"
+            if trained["lr_schedule"] == "constant"
+            else "its rates decayed over its steps, so train a new run to train longer"
+        )
+        raise UserError("trainer.steps", f"the run already reached step {state['step']}; {extend}")
+    if trained["lr_schedule"] != "constant" and trained["steps"] != steps:
         raise UserError(
             "trainer.steps",
-            f"the run already reached step {state['step']}; pass a larger trainer.steps to "
-            "extend it",
+            f"the run's rates decay over its {trained['steps']} steps "
+            f"(trainer.lr_schedule={trained['lr_schedule']}), so it cannot be resumed with "
+            f"another length; resume it with trainer.steps={trained['steps']}, or train a new run",
         )
     logged = run.metrics_path.stat().st_size if run.metrics_path.is_file() else 0
     if logged < int(state["metrics_bytes"]):  # a resume would pad the log with zero bytes
@@ -449,6 +458,7 @@ class PreparedRun:
             trainer.checkpoint_every,
             plot.every,
             plot.figures_every,
+            RateSchedule(trainer.lr_schedule, trainer.lr_end_factor),
         )
 
     def group_key(self) -> tuple[Any, ...] | None:
@@ -609,6 +619,7 @@ def _prepare_training(cfg: DictConfig, run: RunDirectory, multirun: bool) -> Pre
     # continues exactly where it stopped; one that had already completed is kept as it is.
     if config.resume is not None or (multirun and run.checkpoint_path.is_file()):
         state = rank_checkpoint(run.load_checkpoint(), current())
+        C.with_added_keys(state["config"])
         done = _status(run) == "completed" and int(state["step"]) == trainer.steps
         if config.resume is None and done and not _differences(state["config"], plain):
             log.info("%s: this job already completed; kept as it is", run.path)

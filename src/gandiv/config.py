@@ -271,6 +271,7 @@ OBJECTIVES: dict[str, type[ObjectiveConfig]] = {
 # trainer/
 DEVICES = ("auto", "cpu", "cuda")
 OPTIMIZERS = ("adam", "sgd")
+RATE_SCHEDULES = ("constant", "linear", "cosine")  # gandiv.training.loop.RateSchedule
 PRECISIONS = ("auto", "bf16", "fp32")
 
 
@@ -287,6 +288,8 @@ class TrainerConfig:
     lr_d: float | None = _spec(gt=0.0, le=1e3)
     betas: list[float] = _spec(length=2, ge=0.0, lt=1.0)
     betas_d: list[float] | None = _spec(length=2, ge=0.0, lt=1.0)
+    lr_schedule: str = _spec(choices=RATE_SCHEDULES)
+    lr_end_factor: float = _spec(ge=0.0, le=1.0)
     critic_steps: int = _spec(ge=1)
     log_every: int = _spec(ge=0)
     eval_every: int = _spec(ge=0)
@@ -545,14 +548,34 @@ def validate_train_config(cfg: DictConfig) -> TrainConfig:
     )
 
 
-# Objective keys added after runs were saved without them, and the value that reproduces how such
-# a run trained (filled in when an older run is read for eval, plot or resume).
+# Keys added after runs were saved without them, and the value that reproduces how such a run
+# trained (filled in when an older run is read for eval, plot or resume): per objective, those
+# its options have; every trainer has the trainer's.
 ADDED_OBJECTIVE_KEYS: dict[str, Any] = {"log_ratio_bound": None, "allow_unstable": True}
+# (lr_end_factor does nothing at constant rates: the shipped value, so a resume compares equal)
+ADDED_TRAINER_KEYS: dict[str, Any] = {"lr_schedule": "constant", "lr_end_factor": 0.1}
+
+
+def with_added_keys(config: Any) -> Any:
+    """`config` (a run's saved train config: a DictConfig or a plain dict) with the keys added
+    since it was saved filled in, in place, as the run trained; returned for convenience."""
+    node = config.get("objective")
+    if isinstance(node, dict | DictConfig) and node.get("name") in OBJECTIVES:
+        known = {f.name for f in dataclasses.fields(OBJECTIVES[node["name"]])}
+        for key, value in ADDED_OBJECTIVE_KEYS.items():
+            if key in known and key not in node:
+                node[key] = value
+    trainer = config.get("trainer")
+    if isinstance(trainer, dict | DictConfig):
+        for key, value in ADDED_TRAINER_KEYS.items():
+            if key not in trainer:
+                trainer[key] = value
+    return config
 
 
 def load_train_config(path: Path) -> TrainConfig:
     """The validated config a run saved in its ``.hydra/config.yaml`` (`path`); keys added since
-    it was saved take the values under which it trained (`ADDED_OBJECTIVE_KEYS`)."""
+    it was saved take the values under which it trained (`with_added_keys`)."""
     try:
         saved = OmegaConf.load(path)
     except Exception as err:
@@ -560,14 +583,8 @@ def load_train_config(path: Path) -> TrainConfig:
         raise UserError(str(path), f"unreadable ({first.strip()})") from None
     if not isinstance(saved, DictConfig):
         raise UserError(str(path), "not a gandiv train config")
-    node = saved.get("objective")
-    if isinstance(node, DictConfig) and node.get("name") in OBJECTIVES:  # (else: validation says)
-        known = {f.name for f in dataclasses.fields(OBJECTIVES[node.name])}
-        for key, value in ADDED_OBJECTIVE_KEYS.items():
-            if key in known and key not in node:
-                node[key] = value
     try:
-        return validate_train_config(saved)
+        return validate_train_config(with_added_keys(saved))
     except UserError as err:
         raise UserError(str(path), f"not a valid gandiv train config ({err})") from None
 

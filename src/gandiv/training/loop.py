@@ -12,6 +12,7 @@ read is a host-device sync point); the bookkeeping costs a handful of operators 
 from __future__ import annotations
 
 import logging
+import math
 import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -45,9 +46,45 @@ class BatchSource(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
+@dataclass(frozen=True)
+class RateSchedule:
+    """Every optimiser's learning rate over the run: its own configured rate times `factor`.
+
+    `linear` and `cosine` fall from 1 at the first step to `end_factor` at the last: the late
+    steps of a game stop throwing the model around its equilibrium (the final iterate's noise
+    scales with the rate). The factor is a function of the step and the run's length alone, so a
+    resumed run continues on the same curve without any state of its own; each optimiser keeps
+    its configured rate as `initial_lr` in its parameter groups (torch's scheduler convention),
+    which its checkpointed state carries.
+    """
+
+    shape: str = "constant"  # constant | linear | cosine
+    end_factor: float = 1.0
+
+    def factor(self, step: int, steps: int) -> float:
+        """The factor of step `step` (0-based) of a run of `steps` steps."""
+        if self.shape == "constant" or steps <= 1:
+            return 1.0
+        t = min(step / (steps - 1), 1.0)
+        falling = 1.0 - t if self.shape == "linear" else 0.5 * (1.0 + math.cos(math.pi * t))
+        return self.end_factor + (1.0 - self.end_factor) * falling
+
+    def apply(
+        self, optimizers: Sequence[torch.optim.Optimizer | None], step: int, steps: int
+    ) -> None:
+        """Set the rates of `optimizers` for step `step`."""
+        if self.shape == "constant":
+            return
+        factor = self.factor(step, steps)
+        for optimizer in optimizers:
+            for group in optimizer.param_groups if optimizer is not None else ():
+                group["lr"] = group.setdefault("initial_lr", group["lr"]) * factor
+
+
 @dataclass
 class Cadence:
-    """How long to train and how often to log, evaluate, checkpoint and draw (0 = at the end)."""
+    """How long to train, how the rates move over that length, and how often to log, evaluate,
+    checkpoint and draw (0 = at the end)."""
 
     steps: int
     log_every: int
@@ -55,6 +92,7 @@ class Cadence:
     checkpoint_every: int
     frame_every: int = 0  # animation frames (0 = none)
     figures_every: int = 0  # figure redraws (0 = only at the end, by the caller)
+    rates: RateSchedule = field(default_factory=RateSchedule)
 
     @staticmethod
     def due(step: int, every: int) -> bool:
@@ -426,7 +464,9 @@ def train_runs(
             if step == 0 and t.figures is not None and cadence.frame_every > 0:
                 t.figures.frame(0)
             t.model.train()
+        optimizers = [o for t in tasks for o in (t.optimizer, t.critic_optimizer)]
         while step < cadence.steps and any(alive):
+            cadence.rates.apply(optimizers, step, cadence.steps)
             logged = step_function(step)
             step += 1
             with torch.no_grad():

@@ -139,7 +139,10 @@ class StackedOptimizer:
         self.members = list(members)
         self.stacked: torch.optim.Optimizer | None = None
         groups = [m.param_groups for m in members]
-        settings = [{k: v for k, v in g[0].items() if k != "params"} for g in groups]
+        # (a rate schedule's `initial_lr` is the loop's, not Adam's)
+        settings = [
+            {k: v for k, v in g[0].items() if k not in ("params", "initial_lr")} for g in groups
+        ]
         if not all(
             type(m) is torch.optim.Adam and len(g) == 1 and s == settings[0] and not s["amsgrad"]
             for m, g, s in zip(members, groups, settings, strict=True)
@@ -175,6 +178,8 @@ class StackedOptimizer:
 
     def step(self) -> None:
         if self.stacked is not None:
+            # (the members' rates agree; a schedule moves them between steps)
+            self.stacked.param_groups[0]["lr"] = self.members[0].param_groups[0]["lr"]
             self.stacked.step()
             return
         for member in self.members:
