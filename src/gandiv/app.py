@@ -681,7 +681,7 @@ def _prepare_training(cfg: DictConfig, run: RunDirectory, multirun: bool) -> Pre
     exact = model.has_density and data.has_density
     # images: no ground truth exists (the loop logs losses only)
     measured = not isinstance(data, ImageData) and (
-        exact or has_spread_metrics(data, model, objective)
+        exact or has_spread_metrics(data, model, objective.spread)
     )
     spread_cache: dict[Any, Any] = {}
 
@@ -701,7 +701,14 @@ def _prepare_training(cfg: DictConfig, run: RunDirectory, multirun: bool) -> Pre
             )
         metrics.update(
             spread_metrics(
-                data, model, objective, noise, trainer.grid_points, (), extra, spread_cache
+                data,
+                model,
+                objective.spread_kernel,
+                noise,
+                trainer.grid_points,
+                (),
+                extra,
+                spread_cache,
             )
         )
         model.train()
@@ -965,7 +972,7 @@ def run_figures(
     ideal fit dashed (images: sample grids and curves)."""
     if isinstance(data, ImageData):
         return ImageFigures(model, run_title(config), config.plot.samples, device)
-    shown = displayed_data(data, objective)
+    shown = displayed_data(data, objective.spread)
     title = run_title(config)
     ideals = []
     label = "ideal fit"
@@ -1049,10 +1056,10 @@ def evaluate_run(path: Path, options: C.EvalConfig) -> dict[str, Any]:
         else:
             report["ground_truth"] = None
             report["ground_truth_reason"] = "kernel-density estimates are made in 1-D/2-D only"
-    if has_spread_metrics(data, model, objective):
+    if has_spread_metrics(data, model, objective.spread):
         noise = eval_generator(config.trainer.seed, report["step"], device)
         report["spread_ground_truth"] = spread_metrics(
-            data, model, objective, noise, settings.grid_points, settings.pis, extra
+            data, model, objective.spread_kernel, noise, settings.grid_points, settings.pis, extra
         )
 
     # independent critics ---------------------------------------------------------------------

@@ -34,6 +34,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, read_write
 from omegaconf.errors import OmegaConfBaseException
 
+from gandiv import __version__
 from gandiv.errors import (
     EXIT_NUMERICAL,
     EXIT_SIGINT,
@@ -70,6 +71,15 @@ commands:
 train, eval and plot are Hydra apps: `gandiv train --help` lists its config groups and options,
 `gandiv train --cfg job` prints the composed config.
 Shell completion (bash): eval "$(gandiv train -sc install=bash)"
+gandiv --version prints the version.
+"""
+
+SWEEP_USAGE = """\
+usage: gandiv sweep summarize DIR
+
+Rebuild the summary files of the finished sweep in DIR from its jobs' directories, e.g. of a
+sweep copied back from a cluster: sweep.csv (one row per job), seeds.csv (when trainer.seed was
+swept), table.csv and table.md (the comparison table, where it applies) and sweep.png.
 """
 
 COMMANDS = ("train", "eval", "plot", "sweep")
@@ -481,6 +491,9 @@ def _check_modes(args: Sequence[str]) -> None:
 
 def _sweep(args: list[str]) -> None:
     """`gandiv sweep summarize DIR`: rebuild a finished sweep's summary files."""
+    if any(arg in ("-h", "--help") for arg in args):
+        sys.stdout.write(SWEEP_USAGE)
+        return
     if len(args) != 2 or args[0] != "summarize":
         _fail("sweep", "usage: gandiv sweep summarize DIR")
     root = Path(args[1])
@@ -499,6 +512,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(EXIT_USER_ERROR)
     if args[0] in ("-h", "--help", "help"):
         sys.stdout.write(USAGE)
+        return
+    if args[0] == "--version":
+        sys.stdout.write(f"gandiv {__version__}\n")
         return
     if args[0] in ("-sc", "--shell-completion"):
         _complete(args)
