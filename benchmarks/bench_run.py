@@ -14,11 +14,11 @@ with the process's own wall time that splits the run into
 - exit: summary.json to the process's end (the last log line, interpreter shutdown).
 
 Start-up probes (separate processes, interleaved with the runs) split the start-up: the bare
-interpreter, `import torch`, `import gandiv.app` (everything a run imports) and `torch._dynamo`,
-which torch's optimisers import at their first construction. `--eval` also times `gandiv eval` on
-each run with its parts (quadrature, kernel-density estimate, each independent critic, modes,
-sample distances). `--against DIR` times the same runs with gandiv imported from the source tree
-DIR (e.g. an earlier commit's ``src``) in the same rounds, for before/after ratios.
+interpreter, `import torch`, `import gandiv.commands.train` (everything a run imports) and
+`torch._dynamo`, which torch's optimisers import at their first construction. `--eval` also times
+`gandiv eval` on each run with its parts (quadrature, kernel-density estimate, each independent
+critic, modes, sample distances). `--against DIR` times the same runs with gandiv imported from
+the source tree DIR (e.g. an earlier commit's ``src``) in the same rounds, for before/after ratios.
 
     python benchmarks/bench_run.py --rounds 3 --eval
     python benchmarks/bench_run.py --against /tmp/before/src
@@ -43,7 +43,7 @@ PROBES = {
     "python": ["-c", "pass"],
     "import torch": ["-c", "import torch"],
     "import torch, torch._dynamo": ["-c", "import torch, torch._dynamo"],
-    "import gandiv.app": ["-c", "import gandiv.app"],
+    "import gandiv.commands.train": ["-c", "import gandiv.commands.train"],
     "gandiv --help": ["-m", "gandiv", "--help"],
     "gandiv train --help": ["-m", "gandiv", "train", "--help"],
 }
@@ -57,15 +57,15 @@ PHASES = (
     "figures",
     "exit",
 )
-# gandiv eval's parts, by the name gandiv.app calls them under
-EVAL_PARTS = (
-    "ground_truth_metrics",
-    "kde_ground_truth",
-    "spread_metrics",
-    "independent_critics",
-    "mode_metrics",
-    "sample_distances",
-)
+# gandiv eval's parts, by the module that calls them and the name it calls them under
+EVAL_PARTS = {
+    "ground_truth_metrics": "gandiv.evaluation.report",
+    "kde_ground_truth": "gandiv.evaluation.report",
+    "spread_metrics": "gandiv.evaluation.report",
+    "independent_critics": "gandiv.commands.evaluate",
+    "mode_metrics": "gandiv.evaluation.report",
+    "sample_distances": "gandiv.evaluation.report",
+}
 
 
 def _environment(source: str | None) -> dict[str, str]:
@@ -109,7 +109,8 @@ def time_run(overrides: list[str], directory: Path, env: dict[str, str]) -> dict
 
 def _eval_parts(run: str) -> None:
     """(In a child process) `gandiv eval run=RUN` with its parts timed; prints them as JSON."""
-    import gandiv.app as app
+    import importlib
+
     from gandiv.cli import main
 
     spent = dict.fromkeys(EVAL_PARTS, 0.0)
@@ -124,8 +125,9 @@ def _eval_parts(run: str) -> None:
 
         return wrapper
 
-    for name in EVAL_PARTS:
-        setattr(app, name, timed(name, getattr(app, name)))
+    for name, caller in EVAL_PARTS.items():
+        module = importlib.import_module(caller)
+        setattr(module, name, timed(name, getattr(module, name)))
     main(["eval", f"run={run}"])
     report = json.loads((Path(run) / "eval.json").read_text())
     print(json.dumps({**spent, "eval_time_s": report["eval_time_s"]}))

@@ -10,13 +10,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from hydra.core.config_store import ConfigStore
+
+from gandiv import __version__
+from gandiv.cli import COMMANDS
 
 # Prints every help page in a fresh interpreter, then the heavy modules it imported.
 HELP_IMPORTS = """
 import sys
-from gandiv.cli import main
-for args in (["--help"], ["train", "--help"], ["eval", "--help"], ["plot", "--help"]):
+from gandiv.cli import COMMANDS, main
+for args in (["--help"], *([c, "--help"] for c in COMMANDS), ["--version"]):
     try:
         main(args)
     except SystemExit as exit_:
@@ -53,6 +57,18 @@ def test_top_level_help_and_eval_help(gandiv):
     assert top.code == 0 and "gandiv train" in top.out and "gandiv eval run=DIR" in top.out
     ev = gandiv("eval", "--help")
     assert ev.code == 0 and "run: ???" in ev.out
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(gandiv, command):
+    result = gandiv(command, "--help")
+    assert result.code == 0 and result.err == ""
+    assert f"gandiv {command}" in result.out and "usage" in result.out.lower()
+
+
+def test_version(gandiv):
+    result = gandiv("--version")
+    assert result.code == 0 and result.out == f"gandiv {__version__}\n"
 
 
 def test_cfg_job_prints_the_composed_config_with_overrides(gandiv):

@@ -251,7 +251,7 @@ def test_a_signal_caught_during_the_ranks_agreement_stops_the_run_at_the_next_st
             os.kill(os.getpid(), signal.SIGTERM)  # handled before the result is stored
         return signum
 
-    monkeypatch.setattr("gandiv.app.agree_signal", agree)
+    monkeypatch.setattr("gandiv.commands.train.agree_signal", agree)
     result = gandiv("train", *TOY, "trainer.steps=200", "trainer.checkpoint_every=0")
     assert result.code == 143, result.err
     (run,) = run_dirs(tmp_path)

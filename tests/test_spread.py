@@ -18,9 +18,9 @@ from torch import nn
 from torch.distributions import MultivariateNormal, Normal
 
 from gandiv.data.manifold import ICA, Circle, Line, amari_distance, random_mixing
-from gandiv.data.spread import SpreadKernel, SpreadNoise, spread_data
+from gandiv.data.spread import SpreadKernel, SpreadNoise
 from gandiv.data.toy import Mixture, SwissRoll
-from gandiv.evaluation.spread import SpreadModel
+from gandiv.evaluation.spread import SpreadModel, spread_data
 from gandiv.models.base import LatentGenerator
 from gandiv.models.linear import LinearGenerator
 from gandiv.models.mlp import MLPGenerator

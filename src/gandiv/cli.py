@@ -1,9 +1,13 @@
-"""The `gandiv` command: dispatches `train` and `eval` to their Hydra apps.
+"""The `gandiv` command: dispatches `train`, `eval` and `plot` to their Hydra apps, whose task
+functions are in `gandiv.commands`, and `sweep` to `gandiv.commands.sweep`.
 
-Each subcommand is a full Hydra application with its own top config (``conf/train.yaml``,
+Each of the three is a full Hydra application with its own top config (``conf/train.yaml``,
 ``conf/eval.yaml``), so ``-m``, launchers, ``--cfg job``, ``--help`` and shell completion work as
 Hydra users expect. User errors — from Hydra's composition or from gandiv's own validation —
 end as one line on stderr and exit code 2; no traceback.
+
+Which run directory a command works in (fresh, ``resume=``, ``run=``, torchrun's ranks) is
+decided from the arguments before Hydra starts, by `gandiv.run_dirs`.
 
 Nothing here imports torch: ``--help`` and completion stay fast.
 """
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 import atexit
 import gc
+import importlib
 import importlib.util
 import os
 import re
@@ -21,19 +26,19 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import hydra
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import CompactHydraException, HydraException, OverrideParseException
-from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf, read_write
+from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
+from gandiv import __version__
+from gandiv.commands.sweep import sweep
 from gandiv.errors import (
     EXIT_NUMERICAL,
     EXIT_SIGINT,
@@ -43,10 +48,16 @@ from gandiv.errors import (
     Interrupted,
     NumericalError,
     UserError,
+    first_line,
 )
-
-if TYPE_CHECKING:  # (imported where used: it imports torch)
-    from gandiv.training.distributed import Ranks
+from gandiv.run_dirs import (
+    arg_value,
+    informational,
+    join_torchrun,
+    resume_args,
+    run_args,
+    torchrun_ranks,
+)
 
 USAGE = """\
 usage: gandiv <command> [overrides ...]
@@ -70,9 +81,12 @@ commands:
 train, eval and plot are Hydra apps: `gandiv train --help` lists its config groups and options,
 `gandiv train --cfg job` prints the composed config.
 Shell completion (bash): eval "$(gandiv train -sc install=bash)"
+gandiv --version prints the version.
 """
 
 COMMANDS = ("train", "eval", "plot", "sweep")
+# What the Hydra apps' task functions run on (imported before Hydra starts: `_import_task_modules`).
+TASK_MODULES = ("gandiv.commands.train", "gandiv.commands.evaluate", "gandiv.commands.plot")
 
 
 def _quiet_launcher_schema_warning() -> None:
@@ -116,7 +130,7 @@ def _reported(command: str) -> Iterator[None]:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def _train_app(cfg: DictConfig) -> None:
-    from gandiv.app import train
+    from gandiv.commands.train import train
 
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode != RunMode.MULTIRUN:
@@ -150,8 +164,8 @@ def _sweep_job(nums: Sequence[int | None]) -> Iterator[None]:
 
 def train_deferred(pending: Sequence[Any], max_group: int | None) -> None:
     """Train the sweep jobs set aside by the vectorized launcher: each group of compatible jobs as
-    one vectorised computation, the others alone (see gandiv.app.train_group)."""
-    from gandiv.app import train_group, vectorized_groups
+    one vectorised computation, the others alone (see gandiv.training.groups.train_group)."""
+    from gandiv.training.groups import train_group, vectorized_groups
 
     for group in vectorized_groups(pending, max_group):
         with _sweep_job([p.job_num for p in group]):
@@ -161,7 +175,7 @@ def train_deferred(pending: Sequence[Any], max_group: int | None) -> None:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 def _eval_app(cfg: DictConfig) -> None:
-    from gandiv.app import evaluate
+    from gandiv.commands.evaluate import evaluate
 
     with _reported("eval"):
         evaluate(cfg)
@@ -169,7 +183,7 @@ def _eval_app(cfg: DictConfig) -> None:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="plot")
 def _plot_app(cfg: DictConfig) -> None:
-    from gandiv.app import plot
+    from gandiv.commands.plot import plot
 
     with _reported("plot"):
         plot(cfg)
@@ -180,15 +194,11 @@ _APPS: dict[str, Callable[[], Any]] = {"train": _train_app, "eval": _eval_app, "
 
 def _fail(command: str, message: str, code: int = EXIT_USER_ERROR) -> None:
     program = f"gandiv {command}" if command else "gandiv"
-    ranks = _torchrun_ranks()
+    ranks = torchrun_ranks()
     if ranks is None or ranks.main:  # under torchrun, one line (rank 0's), not one per rank
         sys.stderr.write(f"{program}: error: {message}\n")
         sys.stderr.flush()
     raise SystemExit(code)
-
-
-def _first_line(text: str) -> str:
-    return next((line.strip() for line in text.splitlines() if line.strip()), text)
 
 
 def describe_hydra_error(err: Exception) -> str:
@@ -211,8 +221,8 @@ def describe_hydra_error(err: Exception) -> str:
         key = appending.group(1)
         return f"+{key}: the key already exists; set it without '+': {key}=VALUE"
     if isinstance(err.__cause__, OmegaConfBaseException):
-        return f"{_first_line(text)}: {_first_line(str(err.__cause__))}"
-    return _first_line(text)
+        return f"{first_line(text)}: {first_line(str(err.__cause__))}"
+    return first_line(text)
 
 
 def _describe_parse_error(args: Sequence[str], err: Exception) -> str:
@@ -225,141 +235,10 @@ def _describe_parse_error(args: Sequence[str], err: Exception) -> str:
             parser.parse_overrides([arg])
         except OverrideParseException as bad:
             return (
-                f"{arg}: cannot parse this override ({_first_line(str(bad))}); quote lists and "
+                f"{arg}: cannot parse this override ({first_line(str(bad))}); quote lists and "
                 "strings for the shell, e.g. 'dataset.weights=[0.3,0.7]'"
             )
-    return _first_line(str(err))
-
-
-def _arg_value(args: Sequence[str], key: str) -> str | None:
-    """The value of `key=VALUE` among the overrides (the last one wins, as in Hydra)."""
-    values = [arg.split("=", 1)[1] for arg in args if arg.startswith(f"{key}=")]
-    return values[-1] if values else None
-
-
-def _informational(args: Sequence[str]) -> bool:
-    flags = {"--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--shell-completion"}
-    return any(arg in flags or arg == "-sc" for arg in args)
-
-
-def _refuse_existing_run_dir(args: Sequence[str]) -> None:
-    """A fresh run never writes into a directory that already holds a run."""
-    chosen = _arg_value(args, "hydra.run.dir")
-    if chosen is None or "-m" in args or "--multirun" in args:
-        return
-    path = Path(chosen)
-    if any((path / name).exists() for name in (".hydra", "checkpoints", "metrics.jsonl")):
-        raise UserError(
-            "hydra.run.dir",
-            f"'{chosen}' already holds a run; continue it with resume={chosen} or choose a new "
-            "directory",
-        )
-
-
-class ClaimRunDir(Callback):
-    """Hydra callback: claim a fresh run's directory with an exclusive `mkdir` before Hydra writes
-    into it, so two runs started in the same microsecond never share one (the later one takes the
-    next free ``-N`` suffix). A directory the user names (`hydra.run.dir=`, `resume=`) is theirs."""
-
-    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if any(str(o).startswith("hydra.run.dir=") for o in config.hydra.overrides.hydra):
-            return
-        if _torchrun_ranks() is not None:  # rank 0 claims the directory, every rank uses it
-            from gandiv.training.distributed import current, share_from_main
-
-            path = self._claim(str(config.hydra.run.dir)) if current().main else None
-            with read_write(config.hydra.run):
-                config.hydra.run.dir = share_from_main(path)
-            return
-        with read_write(config.hydra.run):
-            config.hydra.run.dir = self._claim(str(config.hydra.run.dir))
-
-    @staticmethod
-    def _claim(base: str) -> str:
-        """Create `base` (or the first free `base-N`) exclusively; return its path."""
-        Path(base).parent.mkdir(parents=True, exist_ok=True)
-        path, suffix = base, 0
-        while True:
-            try:
-                os.mkdir(path)
-                return path
-            except FileExistsError:
-                suffix += 1
-                path = f"{base}-{suffix}"
-
-
-def _torchrun_ranks() -> Ranks | None:
-    """This process's `Ranks` when torchrun started several processes (None: one process)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return None
-    from gandiv.training.distributed import launched_ranks
-
-    return launched_ranks()
-
-
-def _join_torchrun(command: str, args: list[str]) -> list[str]:
-    """Under torchrun: join the other processes of the training run. The ranks other than 0
-    write nothing: no .hydra/, no train.log, and rank 0's run directory."""
-    if _informational(args):
-        return args
-    if command != "train":
-        raise UserError(
-            "torchrun", f"gandiv {command} runs in one process; start it without torchrun"
-        )
-    if "-m" in args or "--multirun" in args:
-        raise UserError(
-            "-m", "a sweep cannot run under torchrun; sweep without it, one process per job"
-        )
-    from gandiv.training.distributed import start
-
-    if start().main:
-        return args
-    return [*args, "hydra.output_subdir=null", "hydra/job_logging=disabled"]
-
-
-def _resume_args(args: list[str]) -> list[str]:
-    """`resume=DIR`: reuse the run's own overrides, continue in DIR, keep its .hydra/ intact."""
-    run = _arg_value(args, "resume")
-    if _informational(args):
-        return args
-    if run is None:
-        _refuse_existing_run_dir(args)
-        return args
-    if "-m" in args or "--multirun" in args:
-        raise UserError("resume", "cannot be combined with -m/--multirun; resume one run at a time")
-    path = Path(run)
-    if not path.is_dir():
-        raise UserError("resume", f"'{run}' is not a directory; give a run directory to continue")
-    overrides_file = path / ".hydra" / "overrides.yaml"
-    if not overrides_file.is_file():
-        raise UserError("resume", f"'{run}' is not a gandiv run directory (no {overrides_file})")
-    if not (path / "checkpoints" / "last.pt").is_file():
-        raise UserError("resume", f"'{run}' has no checkpoints/last.pt to resume from")
-    from gandiv.config import load_train_config
-
-    load_train_config(path / ".hydra" / "config.yaml")  # a gandiv run's, still valid
-    try:
-        original = [str(o) for o in OmegaConf.load(overrides_file)]
-    except Exception as err:
-        raise UserError(str(overrides_file), f"unreadable ({_first_line(str(err))})") from None
-    original = [o for o in original if not o.startswith("resume=")]
-    return [*original, *args, f"hydra.run.dir={path}", "hydra.output_subdir=null"]
-
-
-def _run_args(command: str, args: list[str]) -> list[str]:
-    """`eval`/`plot`: `run=DIR` must name a run directory (or, for eval, a sweep of runs)."""
-    if _informational(args):
-        return args
-    run = _arg_value(args, "run")
-    if run is None:
-        raise UserError("run", f"missing; usage: gandiv {command} run=DIR")
-    path = Path(run)
-    if (path / ".hydra" / "config.yaml").is_file():
-        return args
-    if command == "eval" and path.is_dir() and any(path.glob("*/.hydra/config.yaml")):
-        return args
-    what = "run or sweep directory" if command == "eval" else "run directory"
-    raise UserError("run", f"'{run}' is not a gandiv {what} (no .hydra/config.yaml)")
+    return first_line(str(err))
 
 
 def _complete(args: list[str]) -> None:
@@ -407,11 +286,12 @@ def _import_task_modules() -> None:
     collector walks the imported objects again and again, about a second of a default run,
     and as much again at exit.
     """
-    if "gandiv.app" in sys.modules:  # (imported by an earlier command in this process)
+    if all(name in sys.modules for name in TASK_MODULES):  # (an earlier command's, this process)
         return
     gc.disable()
     try:
-        import gandiv.app  # noqa: F401
+        for name in TASK_MODULES:
+            importlib.import_module(name)
     finally:
         gc.enable()
     gc.freeze()
@@ -422,11 +302,11 @@ def _run(command: str, args: list[str]) -> None:
     """Run one Hydra app with `args`, translating user errors to one line and exit code 2."""
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # let errors reach us instead of Hydra's printer
     with _reported(command):
-        args = _resume_args(args) if command == "train" else _run_args(command, args)
+        args = resume_args(args) if command == "train" else run_args(command, args)
         _check_modes(args)
-        if _torchrun_ranks() is not None:
-            args = _join_torchrun(command, args)
-        if not _informational(args):
+        if torchrun_ranks() is not None:
+            args = join_torchrun(command, args)
+        if not informational(args):
             _import_task_modules()
         _quiet_launcher_schema_warning()
         sys.argv = [sys.argv[0], *args]
@@ -441,7 +321,7 @@ def _run(command: str, args: list[str]) -> None:
                 _fail(command, _describe_parse_error(args, err))
             if isinstance(err, CompactHydraException):
                 _fail(command, describe_hydra_error(err))
-            _fail(command, _first_line(str(err)))
+            _fail(command, first_line(str(err)))
         except OSError as err:  # e.g. an output directory that cannot be created or written
             where = err.filename or "output"
             _fail(
@@ -461,8 +341,8 @@ def _check_modes(args: Sequence[str]) -> None:
         raise UserError(
             "-m", f"cannot be combined with {shown[0]}; drop -m to see one job's config"
         )
-    launcher = _arg_value(args, "hydra/launcher")
-    if launcher is None or _informational(args):
+    launcher = arg_value(args, "hydra/launcher")
+    if launcher is None or informational(args):
         return
     plugin = LAUNCHER_PLUGINS.get(launcher)
     if plugin is not None and importlib.util.find_spec(plugin) is None:
@@ -479,18 +359,6 @@ def _check_modes(args: Sequence[str]) -> None:
         )
 
 
-def _sweep(args: list[str]) -> None:
-    """`gandiv sweep summarize DIR`: rebuild a finished sweep's summary files."""
-    if len(args) != 2 or args[0] != "summarize":
-        _fail("sweep", "usage: gandiv sweep summarize DIR")
-    root = Path(args[1])
-    if not root.is_dir() or not any(root.glob("*/.hydra/overrides.yaml")):
-        _fail("sweep", f"{root}: not a gandiv sweep directory (no */.hydra/overrides.yaml)")
-    from gandiv.sweep import describe, write_sweep_summary
-
-    sys.stdout.write(describe(root, write_sweep_summary(root)))
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the `gandiv` console script."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -500,6 +368,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args[0] in ("-h", "--help", "help"):
         sys.stdout.write(USAGE)
         return
+    if args[0] == "--version":
+        sys.stdout.write(f"gandiv {__version__}\n")
+        return
     if args[0] in ("-sc", "--shell-completion"):
         _complete(args)
         return
@@ -508,7 +379,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.stderr.write(USAGE)
         _fail("", f"unknown command '{command}'; choose one of: {', '.join(COMMANDS)}")
     if command == "sweep":
-        _sweep(rest)
+        try:
+            sweep(rest)
+        except UserError as err:
+            _fail("sweep", str(err))
         return
     _run(command, rest)
 

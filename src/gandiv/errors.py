@@ -39,3 +39,8 @@ class Interrupted(Exception):
     def __init__(self, signum: int) -> None:
         super().__init__(f"interrupted by signal {signum}")
         self.signum = signum
+
+
+def first_line(text: str) -> str:
+    """The first non-blank line of `text`, stripped (a message's one line)."""
+    return next((line.strip() for line in text.splitlines() if line.strip()), text)

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import torch
 
-from gandiv import app as gandiv_app
+from gandiv.commands import train as train_command
 from gandiv.objectives.adversarial import VariationalDivergence
 from gandiv.objectives.likelihood import ForwardKL
 from gandiv.training import run_dir
@@ -309,7 +309,7 @@ def test_runs_started_together_in_one_output_root_keep_apart(tmp_path):
 # ------------------------------------------------------------------------------------------------
 # A sweep whose job fails mid-training keeps every other job's results
 def test_a_job_failing_mid_training_leaves_the_other_jobs_complete(gandiv, tmp_path, monkeypatch):
-    real_loop = gandiv_app.train_loop
+    real_loop = train_command.train_loop
 
     def loop_breaking_seed_1(task: Any, **kwargs: Any) -> Any:
         if task.config["trainer"]["seed"] == 1:
@@ -323,7 +323,7 @@ def test_a_job_failing_mid_training_leaves_the_other_jobs_complete(gandiv, tmp_p
             task.objective.model_loss = poisoned
         return real_loop(task, **kwargs)
 
-    monkeypatch.setattr(gandiv_app, "train_loop", loop_breaking_seed_1)
+    monkeypatch.setattr(train_command, "train_loop", loop_breaking_seed_1)
     result = gandiv("train", "-m", "trainer.seed=0,1,2", "trainer.checkpoint_every=10", *TINY)
     assert result.code == 3, result.err
     assert "Traceback" not in result.err

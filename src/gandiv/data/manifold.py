@@ -4,6 +4,10 @@
 (`degenerate`), and only objectives that need no density — the spread divergence, sample-based
 objectives — can fit them. `ICA` is the deterministic ICA setting of Zhang et al. (2018, §5):
 x = A s with independent Laplace sources s and a square mixing matrix A.
+
+The composite Gauss–Legendre rule along a curve lives here too: a thickened curve's density is
+its nodes convolved with a Gaussian kernel (`gandiv.data.spread`), and the spread densities of
+`gandiv.evaluation.spread` integrate along data curves and generator curves by the same rule.
 """
 
 from __future__ import annotations
@@ -15,21 +19,27 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from gandiv.data.spread import (
-    SpreadKernel,
-    atoms_log_prob,
-    composite_gauss_legendre,
-    curve_panels,
-    laplace_sample,
-)
+from gandiv.data.spread import SpreadKernel, atoms_log_prob, laplace_sample
 from gandiv.data.toy import ToyData
 
-__all__ = ["ICA", "Circle", "Curve", "Line", "amari_distance", "random_mixing"]
+__all__ = [
+    "ICA",
+    "Circle",
+    "Curve",
+    "Line",
+    "amari_distance",
+    "composite_gauss_legendre",
+    "curve_panels",
+    "random_mixing",
+]
 
 # Unit-variance Laplace sources: scale 1/√2.
 LAPLACE_SCALE = 1 / math.sqrt(2.0)
 # Largest condition number accepted for a mixing matrix (ICA is ill-posed near singular A).
 MAX_CONDITION = 1e3
+# Gauss–Legendre nodes per panel of the curve rules; most panels of one rule.
+PANEL_ORDER = 8
+MAX_PANELS = 16_384
 
 
 def _vector(value: Sequence[float], name: str) -> Tensor:
@@ -37,6 +47,23 @@ def _vector(value: Sequence[float], name: str) -> Tensor:
     if t.ndim != 1 or t.numel() == 0 or not torch.isfinite(t).all():
         raise ValueError(f"{name} must be a non-empty list of finite numbers, got {value}")
     return t
+
+
+def composite_gauss_legendre(low: float, high: float, panels: int) -> tuple[Tensor, Tensor]:
+    """Nodes and weights of `panels` equal Gauss–Legendre panels of 8 nodes on [low, high]."""
+    k = torch.arange(1, PANEL_ORDER, dtype=torch.float64)
+    off = k / (4 * k**2 - 1).sqrt()
+    nodes, vecs = torch.linalg.eigh(torch.diag(off, 1) + torch.diag(off, -1))
+    weights = 2 * vecs[0].square()
+    width = (high - low) / panels
+    left = low + width * torch.arange(panels, dtype=torch.float64)[:, None]
+    return (left + 0.5 * width * (nodes + 1)).reshape(-1), (0.5 * width * weights).repeat(panels)
+
+
+def curve_panels(points: Tensor, scale: float) -> int:
+    """Panels for a curve sampled densely at `points` (n, d) in order: one per `scale` of arc."""
+    length = float((points[1:] - points[:-1]).norm(dim=-1).sum())
+    return int(min(max(math.ceil(length / scale), 16), MAX_PANELS))
 
 
 class Curve(ToyData):

@@ -1,4 +1,4 @@
-"""Spread noise and spread densities (Zhang, Hayes, Bird, Habib & Barber 2018, "Spread Divergence").
+"""Spread kernels (Zhang, Hayes, Bird, Habib & Barber 2018, "Spread Divergence").
 
 A spread kernel K adds the same noise to data and model: p̃ = p * K, q̃ = q * K. With a kernel whose
 Fourier transform is strictly positive (Gaussian, Laplace) KL(p̃‖q̃) is defined for any p and q,
@@ -6,37 +6,24 @@ and is zero only when p = q (their §3), so it can fit generators whose own dens
 
 `objective.sigma` is the noise's standard deviation per coordinate for both kernels: the Laplace
 kernel's scale is b = σ/√2. Everything here is pure: tensors in, tensors out, randomness only
-through an explicit ``torch.Generator``.
+through an explicit ``torch.Generator``. This module knows no dataset: the curves
+(`gandiv.data.manifold`) build their densities on its kernels, and P̃ and Q̃ of a run are
+`gandiv.evaluation.spread`'s.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from gandiv.data.toy import Mixture, SwissRoll, ToyData
-
-__all__ = [
-    "KERNELS",
-    "SpreadData",
-    "SpreadKernel",
-    "SpreadNoise",
-    "atoms_log_prob",
-    "composite_gauss_legendre",
-    "laplace_sample",
-    "spread_data",
-]
+__all__ = ["KERNELS", "SpreadKernel", "SpreadNoise", "atoms_log_prob", "laplace_sample"]
 
 KERNELS = ("gaussian", "laplace")
 # Largest share of the probability mass that a spread density's `bounds()` may leave outside.
 _MASS_OUTSIDE = 1e-7
-# Gauss–Legendre nodes per panel of the curve rules; most panels of one rule.
-PANEL_ORDER = 8
-MAX_PANELS = 16_384
 # Most elements of the largest temporary in a chunked evaluation.
 _CHUNK_ELEMENTS = 1 << 22
 _SQRT2 = math.sqrt(2.0)
@@ -184,23 +171,6 @@ class SpreadNoise:
         return SpreadKernel(self.kind, self.sigma_at(step))
 
 
-def composite_gauss_legendre(low: float, high: float, panels: int) -> tuple[Tensor, Tensor]:
-    """Nodes and weights of `panels` equal Gauss–Legendre panels of 8 nodes on [low, high]."""
-    k = torch.arange(1, PANEL_ORDER, dtype=torch.float64)
-    off = k / (4 * k**2 - 1).sqrt()
-    nodes, vecs = torch.linalg.eigh(torch.diag(off, 1) + torch.diag(off, -1))
-    weights = 2 * vecs[0].square()
-    width = (high - low) / panels
-    left = low + width * torch.arange(panels, dtype=torch.float64)[:, None]
-    return (left + 0.5 * width * (nodes + 1)).reshape(-1), (0.5 * width * weights).repeat(panels)
-
-
-def curve_panels(points: Tensor, scale: float) -> int:
-    """Panels for a curve sampled densely at `points` (n, d) in order: one per `scale` of arc."""
-    length = float((points[1:] - points[:-1]).norm(dim=-1).sum())
-    return int(min(max(math.ceil(length / scale), 16), MAX_PANELS))
-
-
 def atoms_log_prob(
     y: Tensor, centres: Tensor, log_weights: Tensor, kernel: SpreadKernel, width: float = 0.0
 ) -> Tensor:
@@ -229,96 +199,3 @@ def atoms_log_prob(
             parts.append(torch.logsumexp(log_k + lw, 1))
         out = torch.cat(parts) if parts else flat.new_empty(0)
     return out.reshape(y.shape[:-1])
-
-
-class SpreadData(ToyData):
-    """p̃ = p * K: the data with spread noise added; samples x + ε, and log p̃ when it is known.
-
-    `log_density` is None when p̃ has no closed form or quadrature here (then `has_density` is
-    False and only sampling is available).
-    """
-
-    def __init__(
-        self,
-        data: ToyData,
-        kernel: SpreadKernel,
-        log_density: Callable[[Tensor], Tensor] | None,
-        extent: Tensor,
-        width: float,
-    ) -> None:
-        self.data, self.kernel, self.dim = data, kernel, data.dim
-        self._log_density = log_density
-        self.has_density = log_density is not None
-        self._extent = extent  # (dim, 2) box of the noise-free support or of the data's box
-        self._width = width
-
-    def sample(self, n: int, generator: torch.Generator) -> Tensor:
-        x = self.data.sample(n, generator)
-        return (x.to(torch.float64) + self.kernel.sample(tuple(x.shape), generator)).float()
-
-    def log_prob(self, x: Tensor) -> Tensor:
-        self._check_x(x)
-        if self._log_density is None:
-            raise NotImplementedError("the spread density of this dataset is not available")
-        return self._log_density(x).to(x.dtype if x.is_floating_point() else torch.float32)
-
-    def bounds(self) -> Tensor:
-        pad = self.kernel.tail(self._width, self.dim)
-        return torch.stack([self._extent[:, 0] - pad, self._extent[:, 1] + pad], dim=1)
-
-    def length_scale(self) -> float:
-        return self.kernel.std(self._width)
-
-
-def _curve_spread(
-    data: ToyData, curve: Callable[[Tensor], Tensor], width: float, kernel: SpreadKernel
-) -> SpreadData:
-    """p̃ for data uniform in u ∈ [0, 1] along c(u) (plus N(0, width²) noise), by quadrature."""
-    dense = curve(torch.linspace(0.0, 1.0, 20_001, dtype=torch.float64))
-    panels = curve_panels(dense, kernel.resolution(width))
-    u, w = composite_gauss_legendre(0.0, 1.0, panels)
-    centres, log_w = curve(u), w.log()
-    extent = torch.stack([dense.min(0).values, dense.max(0).values], dim=1)
-    return SpreadData(
-        data, kernel, lambda y: atoms_log_prob(y, centres, log_w, kernel, width), extent, width
-    )
-
-
-def _mixture_spread(data: Mixture, kernel: SpreadKernel) -> SpreadData:
-    box = data.bounds()
-    if kernel.kind == "gaussian":
-        eye = torch.eye(data.dim, dtype=torch.float64)
-        wider = Mixture(data.weights, data.means, data.covs + kernel.sigma**2 * eye)
-        return SpreadData(data, kernel, wider.log_prob, box, 0.0)
-    diagonal = torch.diag_embed(torch.diagonal(data.covs, dim1=-2, dim2=-1))
-    if not torch.equal(diagonal, data.covs):
-        return SpreadData(data, kernel, None, box, 0.0)
-    stds = torch.diagonal(data.covs, dim1=-2, dim2=-1).sqrt()  # (K, d)
-
-    def log_density(y: Tensor) -> Tensor:
-        flat = y.reshape(-1, data.dim).to(torch.float64)
-        parts = []
-        for k in range(len(data.weights)):
-            diff = flat - data.means[k].to(flat.device)
-            per_axis = [
-                kernel.log_prob(diff[:, i : i + 1], float(stds[k, i])) for i in range(data.dim)
-            ]
-            parts.append(torch.stack(per_axis).sum(0) + float(data.weights[k].log()))
-        return torch.logsumexp(torch.stack(parts), 0).reshape(y.shape[:-1])
-
-    return SpreadData(data, kernel, log_density, box, 0.0)
-
-
-def spread_data(data: ToyData, kernel: SpreadKernel) -> SpreadData:
-    """p̃ = p * K for a toy dataset: by quadrature along a curve (line, circle, Swiss roll), in
-    closed form for Gaussian mixtures (Laplace noise: diagonal covariances only); otherwise
-    sampling only."""
-    from gandiv.data.manifold import Curve  # the curve datasets build on this module
-
-    if isinstance(data, Curve):
-        return _curve_spread(data, data.curve, data.width, kernel)
-    if isinstance(data, SwissRoll):
-        return _curve_spread(data, data.curve, data.std, kernel)
-    if isinstance(data, Mixture):
-        return _mixture_spread(data, kernel)
-    return SpreadData(data, kernel, None, data.bounds(), 0.0)

@@ -26,6 +26,11 @@ very question gandiv asks. So the ideal is searched for properly:
   sides of the negative-curvature direction.
 * **Every optimum recorded.** Distinct end points (2-Wasserstein distance above 1e-3 of the
   data's length scale) are the landscape's local optima, sorted by value; the first is the ideal.
+
+The module is long (≈900 lines) and kept whole: the landscape's quadrature, the search over it
+and the comparison of fits (`compare`, `nearest_divergence`) are one procedure, whose parts share
+the Gaussian parameterisation (`GaussianFit`, θ) and the tolerances above; apart, none of them
+reads without the others.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from gandiv.data.spread import SpreadNoise
+from gandiv.data.spread import SpreadKernel, SpreadNoise
 from gandiv.divergences import FDivergence
 from gandiv.models.base import GenerativeModel
 
@@ -36,6 +36,11 @@ class Objective(nn.Module):
     def begin_step(self, step: int) -> None:
         """Called by the loop before each training step with the number of steps done."""
         self.step = step
+
+    @property
+    def spread_kernel(self) -> SpreadKernel | None:
+        """The spread noise's kernel at the current step (σ annealed on its schedule), or None."""
+        return None if self.spread is None else self.spread.kernel_at(self.step)
 
     def joint_parameters(self) -> list[nn.Parameter]:
         """Parameters stepped with the model's, by its optimiser (e.g. an encoder)."""

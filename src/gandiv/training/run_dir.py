@@ -190,6 +190,21 @@ class RunDirectory:
     def write_summary(self, summary: dict[str, Any]) -> None:
         atomic_write_json(self.summary_path, summary)
 
+    def status(self) -> str | None:
+        """summary.json's ``status`` (completed, failed, interrupted), or None without one."""
+        try:
+            status = json.loads(self.summary_path.read_text()).get("status")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return status if isinstance(status, str) else None
+
+    def record_failure(self, error: str, exit_code: int, **fields: Any) -> None:
+        """Note in summary.json why the run stopped (for sweep.csv), never over a completed
+        run's."""
+        if self.status() != "completed":
+            summary = {**fields, "status": "failed", "exit_code": exit_code, "error": error}
+            self.write_summary(summary)
+
     def save_samples(self, samples: np.ndarray) -> None:
         atomic_write(self.samples_path, lambda handle: np.save(handle, samples))
 

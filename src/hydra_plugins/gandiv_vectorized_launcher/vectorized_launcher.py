@@ -36,8 +36,8 @@ class VectorizedLauncher(BasicLauncher):
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:
-        from gandiv.app import deferring
         from gandiv.cli import train_deferred
+        from gandiv.training.groups import deferring
 
         with deferring() as pending:
             returns = super().launch(job_overrides, initial_job_idx)

@@ -1,0 +1,300 @@
+"""`gandiv eval run=DIR`: DIR/eval.json for a finished run, or for every job of a sweep (with
+eval.csv and the rebuilt sweep summary at its root).
+
+This is where `gandiv eval`'s config is read: the run's own config and checkpoint restore its
+objects, ``eval.*`` becomes plain settings, and `gandiv.evaluation.report` decides which metrics
+the run gets. Here too: the independent critic's architecture for an image run, the ideal fits
+(cached with the training's), and the names of the config keys that user errors report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from importlib.resources import files
+from pathlib import Path
+from typing import Any, cast
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from gandiv import config as C
+from gandiv.build import build_critic, resolve_device
+from gandiv.commands.runs import (
+    cached_search,
+    ideal_block,
+    ideal_search,
+    load_run,
+    restore,
+    run_title,
+)
+from gandiv.data.images import ImageData, ImageSplits
+from gandiv.data.splits import ToySplits
+from gandiv.data.toy import ToyData
+from gandiv.divergences import DIVERGENCE_NAMES, get_divergence
+from gandiv.errors import UserError
+from gandiv.evaluation.critic import CriticBudget, independent_critics
+from gandiv.evaluation.ideal import GaussianFit, nearest_divergence
+from gandiv.evaluation.report import CriticEstimates, image_report, vector_report
+from gandiv.models import GaussianModel
+from gandiv.models.base import GenerativeModel
+from gandiv.objectives.base import Objective
+from gandiv.objectives.spread import SpreadKL
+from gandiv.sweep import csv_text, write_sweep_summary
+from gandiv.training.figures import save_figures
+from gandiv.training.run_dir import RunDirectory, atomic_write_bytes
+
+log = logging.getLogger("gandiv")
+
+
+def evaluate_run(path: Path, options: C.EvalConfig) -> dict[str, Any]:
+    """Every metric of DESIGN.md §5 for one finished run, on its held-out split."""
+    config, state = load_run(path)
+    device = resolve_device(options.device, "device")
+    data, model, objective = restore(path, config, state, device)
+    if isinstance(data, ImageData):
+        return _evaluate_images(path, options, config, state, data, model, objective, device)
+    if isinstance(options.critic, C.DCGANCriticConfig):
+        raise UserError(
+            "critic",
+            f"critic=dcgan is for images; this run's data are vectors (dataset="
+            f"{config.dataset.name}); use critic=mlp",
+        )
+    splits = ToySplits(data, config.dataset.n_train, config.dataset.n_test, config.dataset.seed).to(
+        device
+    )
+    settings = options.eval
+    critic = settings.critic
+    budget = CriticBudget(
+        steps=critic.steps,
+        batch_size=critic.batch_size,
+        lr=critic.lr,
+        ema=critic.ema,
+        gradient_penalty=critic.gradient_penalty,
+        one_sided=critic.one_sided,
+        model_samples=critic.model_samples,
+    )
+    return vector_report(
+        data,
+        model,
+        splits.test,
+        step=int(state["step"]),
+        seed=config.trainer.seed,
+        generator=torch.Generator(device=device).manual_seed(options.seed),
+        # its own CPU stream: the critics draw the same numbers as without it
+        kde_noise=torch.Generator().manual_seed(options.seed),
+        row=objective.divergence,
+        spread=objective.spread,
+        spread_kernel=objective.spread_kernel,
+        bound=objective if isinstance(objective, SpreadKL) else None,
+        critics=_critics(
+            settings, lambda: build_critic(options.critic, data.dim).to(device), budget
+        ),
+        ideals=lambda: _ideals(config, data, model, objective, settings),
+        num_samples=settings.num_samples,
+        grid_points=settings.grid_points,
+        pis=settings.pis,
+        kde_bandwidth=settings.kde_bandwidth,
+        model_name=config.model.name,
+        run_name=str(path),
+    )
+
+
+def _ideals(
+    config: C.TrainConfig,
+    data: ToyData,
+    model: GenerativeModel,
+    objective: Objective,
+    settings: C.EvalOptions,
+) -> dict[str, Any]:
+    """eval.json's ``ideal`` (the fit against its target's ideal) and ``nearest_divergence`` (the
+    fit against the ideal of every divergence of ``eval.nearest``), or why there are none."""
+    found = ideal_search(config, data, model, objective)
+    out: dict[str, Any] = {"ideal": ideal_block(found, model)}
+    if not isinstance(model, GaussianModel) or not data.has_density or data.dim > 2:
+        out["nearest_divergence"] = None
+        out["nearest_divergence_reason"] = (
+            "ideals are computed for model=gaussian on 1-D/2-D data with a density"
+        )
+        return out
+    if not settings.nearest:
+        return out
+    searches = {}
+    for name in settings.nearest:
+        for pi in settings.pis if name == "js_pi" else [None]:
+            row = get_divergence(name, pi)
+            searches[row.name] = cached_search(config, data, row)
+    fit = GaussianFit.of(model.mean.detach().cpu(), model.covariance.detach().cpu())
+    nearest = nearest_divergence(searches, fit)
+    out["nearest_divergence"] = nearest
+    ranking = nearest["ranking"]
+    rows = nearest["divergences"]
+    alike = nearest["indistinguishable"]
+    log.info(
+        "nearest divergence: %s, %.3g from its ideal%s; next: %s",
+        ranking[0],
+        rows[ranking[0]]["distance"],
+        f" (its ideal and that of {', '.join(alike)} lie closer together than the fit: "
+        "these data cannot tell them apart)"
+        if alike
+        else "",
+        ", ".join(f"{n} {rows[n]['distance']:.3g}" for n in ranking[1:4] if n not in alike),
+    )
+    return out
+
+
+def _critics(
+    settings: C.EvalOptions, make_critic: Callable[[], torch.nn.Module], budget: CriticBudget
+) -> CriticEstimates:
+    """The independent critics' estimates of ``eval.critic.divergences`` (js_pi at the first of
+    ``eval.pis``), cross-fitted over the two halves of the held-out data."""
+    pi = settings.pis[0] if settings.pis else None
+
+    def estimate(
+        real: torch.Tensor,
+        sample_model: Callable[[int, torch.Generator], torch.Tensor],
+        generator: torch.Generator,
+    ) -> dict[str, Any]:
+        try:
+            return independent_critics(
+                settings.critic.divergences,
+                real,
+                sample_model,
+                make_critic,
+                budget,
+                generator,
+                pi=pi,
+            )
+        except ValueError as err:
+            raise UserError("eval.critic.divergences", str(err)) from None
+
+    return estimate
+
+
+def _image_critic(options: C.EvalConfig, config: C.TrainConfig) -> C.DCGANCriticConfig:
+    """The independent critic of an image run: critic=dcgan as given to eval, else the run's own
+    critic settings (without its EMA), else conf/critic/dcgan.yaml."""
+    if isinstance(options.critic, C.DCGANCriticConfig):
+        return options.critic
+    if isinstance(config.critic, C.DCGANCriticConfig):
+        return dataclasses.replace(config.critic, ema=0.0)
+    node = OmegaConf.load(str(files("gandiv.conf") / "critic" / "dcgan.yaml"))
+    return cast(C.DCGANCriticConfig, C.to_schema("critic", node, C.DCGANCriticConfig))
+
+
+def _evaluate_images(
+    path: Path,
+    options: C.EvalConfig,
+    config: C.TrainConfig,
+    state: dict[str, Any],
+    data: ImageData,
+    model: GenerativeModel,
+    objective: Objective,
+    device: torch.device,
+) -> dict[str, Any]:
+    """An image run's evaluation on its test partition (`image_report`); its sample grids are
+    saved as figures/eval_samples.png, figures/test_images.png (and for a spread run
+    figures/eval_reconstructions.png)."""
+    settings = options.eval
+    budget_of = settings.images
+    splits = ImageSplits(data.load(progress=True), device, on_device=False)
+    test = splits.test(budget_of.test_images)
+    if len(test) < 4:
+        raise UserError(
+            str(splits.data.layout.partition_file),
+            f"the test partition has {len(test)} images; evaluation needs at least 4",
+        )
+    critic_config = _image_critic(options, config)
+    budget = CriticBudget(
+        steps=budget_of.steps,
+        batch_size=budget_of.batch_size,
+        lr=settings.critic.lr,
+        ema=settings.critic.ema,
+        gradient_penalty=settings.critic.gradient_penalty,
+        one_sided=settings.critic.one_sided,
+        model_samples=None,  # as many as the held-out images each critic scores
+    )
+    step = int(state["step"])
+    report, grids = image_report(
+        data,
+        model,
+        test,
+        step=step,
+        generator=torch.Generator(device=device).manual_seed(options.seed),
+        bound=objective if isinstance(objective, SpreadKL) else None,
+        critics=_critics(
+            settings, lambda: build_critic(critic_config, data.dim, data.size).to(device), budget
+        ),
+        critic_architecture={
+            k: v for k, v in dataclasses.asdict(critic_config).items() if k != "ema"
+        },
+        nll_images=budget_of.nll_images,
+        grid=budget_of.grid,
+        model_name=config.model.name,
+        title=f"{run_title(config)} · step {step}",
+    )
+    save_figures(RunDirectory(path), grids)
+    return report
+
+
+def _flatten(prefix: str, value: Any) -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(_flatten(f"{prefix}.{key}" if prefix else str(key), item))
+        return out
+    return {prefix: value}
+
+
+def evaluate(cfg: DictConfig) -> None:
+    """`gandiv eval run=DIR`: DIR/eval.json; for a sweep, every job's, and eval.csv with the
+    rebuilt sweep.csv/sweep.png at its root."""
+    options = C.validate_eval_config(cfg)
+    allowed = (*DIVERGENCE_NAMES, "wasserstein")
+    for name in options.eval.critic.divergences:
+        if name not in allowed:
+            raise UserError(
+                "eval.critic.divergences", f"'{name}' is not one of: {', '.join(allowed)}"
+            )
+    for name in options.eval.nearest:
+        if name not in DIVERGENCE_NAMES:
+            raise UserError(
+                "eval.nearest", f"'{name}' is not one of: {', '.join(DIVERGENCE_NAMES)}"
+            )
+    if options.threads is not None:
+        torch.set_num_threads(options.threads)
+    root = Path(options.run)
+    single = (root / ".hydra" / "config.yaml").is_file()
+    runs = [root] if single else sorted(p.parent.parent for p in root.glob("*/.hydra/config.yaml"))
+    rows = []
+    for path in runs:
+        started = time.perf_counter()
+        try:
+            report = evaluate_run(path, options)
+        except UserError as err:
+            if single:
+                raise
+            log.error("eval of %s failed: %s", path, err)
+            rows.append({"job": path.name, "status": "failed", "error": str(err)})
+            continue
+        report["eval_time_s"] = round(time.perf_counter() - started, 3)
+        RunDirectory(path).write_json("eval.json", report)
+        rows.append({"job": path.name, "status": "ok", **_flatten("", report)})
+        shown = ", ".join(
+            f"{k}={v:.4g}"
+            for k, v in _flatten("", report).items()
+            if isinstance(v, float)
+            and not k.endswith(("stderr", "steps", "n_train", "n_test"))
+            and not k.startswith(("nearest_divergence.", "ideal."))
+        )
+        log.info("eval of %s at step %d: %s", path, report["step"], shown)
+    if not single:
+        atomic_write_bytes(root / "eval.csv", csv_text(rows).encode())
+        write_sweep_summary(root)  # sweep.csv and sweep.png too (e.g. for a sweep run elsewhere)
+        failed = [r["job"] for r in rows if r["status"] != "ok"]
+        if failed:
+            raise UserError(
+                "run", f"jobs {', '.join(failed)} could not be evaluated (see eval.csv)"
+            )
