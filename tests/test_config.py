@@ -102,8 +102,9 @@ def test_adversarial_objectives_bring_their_own_training_settings(objective):
     own = C.validate_train_config(_compose(f"objective={objective}")).trainer
     assert (own.betas, own.critic_steps) == ([0.5, 0.999], 3)
     fgan = objective == "fgan"
-    assert (own.lr, own.lr_d) == ((0.005, 0.002) if fgan else (0.002, None))
+    assert (own.lr, own.lr_d) == ((0.008, 0.002) if fgan else (0.002, None))
     assert own.steps == (4000 if fgan else 2000)
+    assert (own.lr_schedule, own.lr_end_factor) == (("cosine", 0.1) if fgan else ("constant", 0.1))
     assert (shared.lr, shared.betas, shared.critic_steps) == (0.01, [0.9, 0.999], 1)
     user = C.validate_train_config(_compose(f"objective={objective}", "trainer.lr=0.05")).trainer
     assert user.lr == 0.05 and user.critic_steps == 3 and user.lr_d == (0.002 if fgan else None)

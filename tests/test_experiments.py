@@ -91,6 +91,19 @@ def test_the_reverse_kl_games_pick_a_mode_at_their_defaults(gandiv, tmp_path, ob
     assert summary["health"]["status"] == "ok", summary["health"]
 
 
+def test_the_slowest_fgan_row_lands_on_its_ideal_at_its_defaults(gandiv, tmp_path):
+    """Pearson χ² travels furthest of the f-GAN rows (its ideal on the default mixture is wide and
+    off-centre, reached through ratio-weighted, noisy gradients): at objective=fgan's own defaults
+    (a faster model, 4,000 steps, cosine-decaying rates) it ends within 0.1 of its ideal. At the
+    shared settings it ends far off; at a constant rate it jitters about the tolerance."""
+    result = gandiv("train", "objective=fgan", "objective.divergence=pearson", "plot.every=0")
+    assert result.code == 0, result.err
+    summary = read_json(run_dirs(tmp_path)[0] / "summary.json")
+    assert summary["ideal"]["divergence"] == "pearson"
+    assert _max_error_to_ideal(summary) < 0.1, (summary["params"], summary["ideal"]["params"])
+    assert summary["health"]["status"] == "ok", summary["health"]
+
+
 @pytest.mark.slow
 def test_logit_gan_seeks_a_mode_and_the_gans_lie_between(gandiv, tmp_path):
     _, rows = _sweep(
