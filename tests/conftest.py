@@ -24,6 +24,7 @@ SHARED_SETTINGS = [
     "trainer.lr_d=null",
     "trainer.betas=[0.9,0.999]",
     "trainer.critic_steps=1",
+    "trainer.lr_schedule=constant",
 ]
 
 TINY = [
