@@ -1,4 +1,4 @@
-"""Tests of the toy distributions (DESIGN.md §3) against independent computations.
+"""Tests of the toy distributions (the README's datasets) against independent computations.
 
 Densities are checked against hand-written numpy formulas, torch.distributions and a high-resolution
 numpy reference quadrature; samplers are checked against bin integrals of the density with a

@@ -1,4 +1,4 @@
-"""Run health (DESIGN.md §5): each symptom on synthetic records, parameters and samples, the
+"""Run health (README: "Run health"): each symptom on synthetic records, parameters and samples, the
 healthy cases that must stay quiet, and end to end through the real command."""
 
 from __future__ import annotations

@@ -50,7 +50,7 @@ log = logging.getLogger("gandiv")
 
 
 def evaluate_run(path: Path, options: C.EvalConfig) -> dict[str, Any]:
-    """Every metric of DESIGN.md §5 for one finished run, on its held-out split."""
+    """Every metric of the README's "Evaluation" for one finished run, on its held-out split."""
     config, state = load_run(path)
     device = resolve_device(options.device, "device")
     data, model, objective = restore(path, config, state, device)

@@ -1,4 +1,4 @@
-"""Toy distributions with an exact sampler and an exact log-density (DESIGN.md §3).
+"""Toy distributions with an exact sampler and an exact log-density (the README's datasets).
 
 Gaussian mixtures have a closed-form density; the Swiss roll's density is an integral over its
 curve parameter, evaluated by a fixed composite Gauss–Legendre rule. Everything here is pure:

@@ -1,4 +1,4 @@
-"""Run health (DESIGN.md §5): did a run that completed fail in substance?
+"""Run health (README: "Run health"): did a run that completed fail in substance?
 
 A run can end without a NaN and still be broken: its loss blew up by orders of magnitude, its
 samples flew away from the data, its parameters never moved, its fit wandered far from where it

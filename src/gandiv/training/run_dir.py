@@ -1,4 +1,4 @@
-"""The run directory: the one object that writes a run's files (DESIGN.md §6).
+"""The run directory: the one object that writes a run's files (README: "What a run leaves behind").
 
 Every file that must survive a crash is written atomically: to a temporary file in the same
 directory, flushed and fsync'ed, then `os.replace`d over the old one, so a reader (or a resumed
