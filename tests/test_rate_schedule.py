@@ -143,3 +143,14 @@ def test_a_run_saved_before_the_schedule_existed_resumes_as_it_trained(gandiv, t
     result = gandiv("train", f"resume={run}", "trainer.steps=60")
     assert result.code == 0, result.err
     assert read_json(run / "summary.json")["steps"] == 60
+
+
+def test_an_end_factor_at_constant_rates_is_said_to_do_nothing(gandiv, tmp_path):
+    result = gandiv("train", "objective=gan", *TINY, "plot.every=0", "trainer.lr_end_factor=0.01")
+    assert result.code == 0, result.err
+    log = (only_run(tmp_path) / "train.log").read_text()
+    assert "ignored: trainer.lr_end_factor=0.01 (the rates are constant" in log
+    assert "ignored: trainer.lr_end_factor" in result.err + result.out  # (said on the terminal)
+    decaying = gandiv("train", *GAME, "trainer.lr_schedule=linear", "trainer.lr_end_factor=0.01")
+    assert decaying.code == 0, decaying.err
+    assert "ignored" not in decaying.err + decaying.out

@@ -539,6 +539,11 @@ def _warn_ignored(config: C.TrainConfig, data: ToyData | ImageData) -> None:
             isinstance(data, ImageData),
             "the convolutional encoder's depth follows dataset.size",
         ),
+        (
+            ("trainer.lr_end_factor=",),
+            config.trainer.lr_schedule == "constant",
+            "the rates are constant; set trainer.lr_schedule=linear or cosine to decay them",
+        ),
     ]
     if isinstance(objective, C.MMDConfig):
         features, scale = mmd_settings(objective, data)
