@@ -72,6 +72,18 @@ OBJECTIVES: dict[str, list[str]] = {
     **{
         f"js_pi_{pi}": ["objective=js_pi", f"objective.pi={pi}"] for pi in (0.1, 0.3, 0.5, 0.7, 0.9)
     },
+    "lsgan": ["objective=lsgan"],
+    "lsgan_minimax": ["objective=lsgan", "objective.generator=minimax"],
+    "hinge": ["objective=hinge"],
+    "gan_ratio_reverse_kl": [
+        "objective=gan",
+        "objective.generator=ratio",
+        "objective.divergence=reverse_kl",
+    ],
+    **{
+        f"poole_{row}": ["+experiment=poole_ratio", f"objective.divergence={row}"]
+        for row in ("kl", "reverse_kl", "pearson", "jeffrey", "triangular")
+    },
     "mmd": ["objective=mmd"],
 }
 

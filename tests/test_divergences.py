@@ -63,6 +63,7 @@ def expected_limits(row: FDivergence) -> tuple[float, float]:
         "js": (0.5 * math.log(2), 0.5 * math.log(2)),
         "gan": (0.0, 0.0),
         "total_variation": (0.5, 0.5),
+        "triangular": (1.0, 1.0),
     }[row.name]
 
 
@@ -169,6 +170,7 @@ def test_conjugate_is_never_nan(row: FDivergence) -> None:
         ("gan", 0.0),
         ("total_variation", 0.75),
         ("total_variation", -0.75),
+        ("triangular", 1.5),
     ],
 )
 def test_conjugate_is_infinite_outside_its_domain(name: str, outside: float) -> None:
@@ -255,6 +257,11 @@ def _mp_row(row: FDivergence) -> tuple[MpFunction, MpFunction]:
         ),
         "gan": (lambda v: -log(1 + exp(-v)), lambda t: -log(1 - exp(t))),
         "total_variation": (lambda v: half * mpmath.tanh(v), lambda t: t),
+        # f*(t) = 4 − t − 4√(1 − t) on −3 ≤ t ≤ 1; g_f(v) maps into (−3, 1)
+        "triangular": (
+            lambda v: 1 - 4 / (1 + exp(v)) ** 2,
+            lambda t: 4 - t - 4 * sqrt(1 - t),
+        ),
     }[row.name]
 
 
@@ -336,6 +343,7 @@ def _mp_generator(row: FDivergence) -> MpFunction:
         "js": lambda u: (u * log(u) - (u + 1) * log((u + 1) / 2)) / 2,
         "gan": lambda u: u * log(u) - (u + 1) * log(u + 1),
         "total_variation": lambda u: abs(u - 1) / 2,
+        "triangular": lambda u: (u - 1) ** 2 / (u + 1),
     }[row.name]
 
 
@@ -497,3 +505,35 @@ def test_critic_at_gives_the_optimal_critic_at_each_log_ratio(row: FDivergence) 
     _, f_prime = autograd_f_prime(row, ratios.exp())
     assert torch.allclose(row.activation(v), f_prime, rtol=1e-9, atol=1e-9)
     assert bool((v.diff() > 0).all())
+
+
+# ------------------------------------------------------------------------- first variation
+
+
+@pytest.mark.parametrize("row", ROWS, ids=IDS)
+def test_first_variation_is_f_minus_u_f_prime(row: FDivergence) -> None:
+    # f(u) − u f'(u) with f' from autograd, independent of the row's closed form
+    u = u_grid()
+    fu, grad = autograd_f_prime(row, u)
+    assert row.first_variation is not None
+    got = row.first_variation(torch.log(u))
+    torch.testing.assert_close(got, fu - u * grad, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("row", ROWS, ids=IDS)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_first_variation_is_finite_at_extreme_log_ratios(
+    row: FDivergence, dtype: torch.dtype
+) -> None:
+    # up to the largest log ratio whose e^{2ℓ} (Pearson's) the dtype holds
+    top = 0.45 * math.log(torch.finfo(dtype).max)
+    ell = torch.linspace(-top, top, 2001, dtype=dtype)
+    assert row.first_variation is not None
+    assert bool(torch.isfinite(row.first_variation(ell)).all())
+
+
+def test_triangular_conjugate_below_its_kink_is_f_at_zero() -> None:
+    # for t < −3 the supremum of ut − f(u) over u ≥ 0 is at u = 0: −f(0) = −1
+    row = DIVERGENCES["triangular"]
+    t = f64([-3.0, -5.0, -100.0])
+    torch.testing.assert_close(row.conjugate(t), f64([-1.0, -1.0, -1.0]))

@@ -74,6 +74,7 @@ GENERATORS = {
     "js": lambda u: 0.5 * (u * np.log(u) - (u + 1) * np.log((u + 1) / 2)),
     "gan": lambda u: u * np.log(u) - (u + 1) * np.log(u + 1),
     "total_variation": lambda u: 0.5 * np.abs(u - 1),
+    "triangular": lambda u: (u - 1) ** 2 / (u + 1),
     "js_pi": lambda u: 0.3 * u * np.log(u) - (0.3 * u + 0.7) * np.log(0.3 * u + 0.7),
 }
 

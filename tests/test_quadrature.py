@@ -4,6 +4,7 @@ numpy integrals (Nowozin et al. 2016; Huszár 2015 for JS_π)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -82,8 +83,15 @@ def numpy_gaussian_density(x: np.ndarray, mean: np.ndarray, cov: np.ndarray) -> 
     return norm * np.exp(-0.5 * np.sum(diff * sol, axis=-1))
 
 
-def numpy_js(p: MultivariateNormal, q: MultivariateNormal, half_width: float, n: int) -> float:
-    """JS in nats by the trapezoid rule with numpy, independent of gandiv's grid and rows."""
+def numpy_integral(
+    p: MultivariateNormal,
+    q: MultivariateNormal,
+    integrand: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    half_width: float,
+    n: int,
+) -> float:
+    """∫ integrand(p(x), q(x)) dx by the trapezoid rule with numpy, independent of gandiv's grid
+    and rows."""
     mp, mq = p.mean.numpy(), q.mean.numpy()
     sp, sq = p.covariance_matrix.numpy(), q.covariance_matrix.numpy()
     d = mp.shape[0]
@@ -91,14 +99,34 @@ def numpy_js(p: MultivariateNormal, q: MultivariateNormal, half_width: float, n:
     axes = [np.linspace(centre[k] - half_width, centre[k] + half_width, n) for k in range(d)]
     x = np.stack([a.reshape(-1) for a in np.meshgrid(*axes, indexing="ij")], axis=-1)
     dp, dq = numpy_gaussian_density(x, mp, sp), numpy_gaussian_density(x, mq, sq)
-    dm = 0.5 * (dp + dq)
     with np.errstate(divide="ignore", invalid="ignore"):
-        integrand = 0.5 * np.where(dp > 0, dp * np.log(dp / dm), 0.0)
-        integrand += 0.5 * np.where(dq > 0, dq * np.log(dq / dm), 0.0)
-    integrand = integrand.reshape((n,) * d)
+        values = integrand(dp, dq).reshape((n,) * d)
     for k in reversed(range(d)):
-        integrand = np.trapezoid(integrand, axes[k], axis=k)
-    return float(integrand)
+        values = np.trapezoid(values, axes[k], axis=k)
+    return float(values)
+
+
+def numpy_js(p: MultivariateNormal, q: MultivariateNormal, half_width: float, n: int) -> float:
+    """JS in nats: ½ p log(p/m) + ½ q log(q/m), m = (p + q)/2."""
+
+    def integrand(dp: np.ndarray, dq: np.ndarray) -> np.ndarray:
+        dm = 0.5 * (dp + dq)
+        out = 0.5 * np.where(dp > 0, dp * np.log(dp / dm), 0.0)
+        return out + 0.5 * np.where(dq > 0, dq * np.log(dq / dm), 0.0)
+
+    return numpy_integral(p, q, integrand, half_width, n)
+
+
+def numpy_triangular(
+    p: MultivariateNormal, q: MultivariateNormal, half_width: float, n: int
+) -> float:
+    """The triangular discrimination ∫(p − q)²/(p + q)."""
+
+    def integrand(dp: np.ndarray, dq: np.ndarray) -> np.ndarray:
+        both = dp + dq
+        return np.where(both > 0, (dp - dq) ** 2 / np.where(both > 0, both, 1.0), 0.0)
+
+    return numpy_integral(p, q, integrand, half_width, n)
 
 
 # ---------------------------------------------------------------------------------- fixtures
@@ -228,7 +256,8 @@ def test_closed_forms_cover_every_row() -> None:
     seen: set[str] = set()
     for p, q in [*CASES_1D.values(), *CASES_2D.values()]:
         seen |= set(closed_forms(p, q))
-    assert seen == set(DIVERGENCES) - {"js", "gan"}  # those two: numpy integral below
+    # js and gan (no closed form): a numpy integral below; so for triangular
+    assert seen == set(DIVERGENCES) - {"js", "gan", "triangular"}
 
 
 def test_univariate_closed_form_agrees_with_torch_normal() -> None:
@@ -258,6 +287,25 @@ def test_js_against_numpy_integral_1d(case_1d: Case) -> None:
 def test_js_against_numpy_integral_2d(case_2d: Case) -> None:
     p, q, grid = case_2d
     check_js(p, q, grid, numpy_js(p, q, half_width=13.0, n=801))
+
+
+def check_triangular(
+    p: MultivariateNormal, q: MultivariateNormal, grid: Grid, expected: float
+) -> None:
+    log_p, log_q = log_densities(p, q, grid)
+    got = float(f_divergence(DIVERGENCES["triangular"], log_p, log_q, grid))
+    assert got == pytest.approx(expected, rel=1e-6, abs=1e-9)
+    assert 0.0 <= got <= 2.0
+
+
+def test_triangular_against_numpy_integral_1d(case_1d: Case) -> None:
+    p, q, grid = case_1d
+    check_triangular(p, q, grid, numpy_triangular(p, q, half_width=25.0, n=400001))
+
+
+def test_triangular_against_numpy_integral_2d(case_2d: Case) -> None:
+    p, q, grid = case_2d
+    check_triangular(p, q, grid, numpy_triangular(p, q, half_width=13.0, n=801))
 
 
 def test_js_saturates_at_log_2_for_disjoint_supports() -> None:

@@ -189,6 +189,28 @@ def test_runs_with_their_own_learning_rates_and_losses_group_too(gandiv, tmp_pat
     _alone_and_grouped(gandiv, tmp_path, args, 6)
 
 
+def test_least_squares_games_group_too(gandiv, tmp_path):
+    """Runs whose losses differ only by a coding or a model step (one critic row, different
+    `loss_key`s) each keep their own losses in a group."""
+    args = [
+        "objective=lsgan",
+        "objective.coding=divergence,common",
+        "objective.generator=least_squares,minimax",
+        *SMALL,
+    ]
+    _alone_and_grouped(gandiv, tmp_path, args, 4)
+
+
+def test_ratio_steps_with_their_own_targets_group_too(gandiv, tmp_path):
+    args = [
+        "objective=gan",
+        "objective.generator=ratio",
+        "objective.divergence=kl,reverse_kl",
+        *SMALL,
+    ]
+    _alone_and_grouped(gandiv, tmp_path, args, 2)
+
+
 def test_runs_with_a_decaying_rate_group_too(gandiv, tmp_path):
     """trainer.lr_schedule moves every run's rates, stacked (the model's Adam: equal rates) or
     stepped one by one (the critics': their own rates), as alone."""

@@ -25,7 +25,7 @@ from gandiv.errors import UserError
 from gandiv.models import CouplingFlow, GaussianModel, LinearGenerator, MLPCritic, MLPGenerator
 from gandiv.models.base import GenerativeModel, LatentGenerator
 from gandiv.models.dcgan import DCGANCritic, DCGANFeatures, DCGANGenerator
-from gandiv.objectives.adversarial import VariationalDivergence
+from gandiv.objectives.adversarial import Hinge, LeastSquares, VariationalDivergence
 from gandiv.objectives.base import Objective
 from gandiv.objectives.likelihood import Direct, ForwardKL, ReverseKL
 from gandiv.objectives.mmd import MMD
@@ -49,12 +49,13 @@ OBJECTIVE_CLASSES: dict[str, type[Objective]] = {
     **dict.fromkeys(
         ("gan", "ns_gan", "logit_gan", "reverse_kl_fgan", "fgan", "js_pi"), VariationalDivergence
     ),
+    "lsgan": LeastSquares,
+    "hinge": Hinge,
 }
 # The adversarial presets: (the critic's row, the model step, the divergence that step minimises
 # with an optimal critic when it is not the row's own: Huszár's logit step minimises KL(Q‖P); no
 # divergence is known for the non-saturating step).
 ADVERSARIAL_PRESETS: dict[str, tuple[str, str, str | None]] = {
-    "gan": ("gan", "minimax", None),
     "ns_gan": ("gan", "nonsaturating", None),
     "logit_gan": ("gan", "logit", "reverse_kl"),
     "reverse_kl_fgan": ("reverse_kl", "minimax", None),
@@ -291,6 +292,31 @@ def build_objective(
         return Direct(data, row, grid_points)
     if isinstance(cfg, C.MMDConfig):
         return _mmd(cfg, data, model)
+    if isinstance(cfg, C.GameConfig) and not isinstance(cfg, C.AdversarialConfig):  # lsgan, hinge
+        spread = _spread_noise(cfg) if cfg.noise != "none" else None
+        critic_net = build_critic(critic, data.dim, image_size)
+        if isinstance(cfg, C.LSGANConfig):
+            return _checked(
+                "objective",
+                lambda: LeastSquares(
+                    cfg.name,
+                    critic_net,
+                    C.LSGAN_CODINGS[cfg.coding],
+                    cfg.generator,
+                    gradient_penalty=cfg.gradient_penalty,
+                    critic_ema=critic.ema,
+                    spread=spread,
+                    spread_samples=cfg.samples,
+                ),
+            )
+        return Hinge(
+            cfg.name,
+            critic_net,
+            gradient_penalty=cfg.gradient_penalty,
+            critic_ema=critic.ema,
+            spread=spread,
+            spread_samples=cfg.samples,
+        )
     target = None
     if isinstance(cfg, C.FGANConfig):
         if cfg.divergence == "js_pi":
@@ -312,6 +338,8 @@ def build_objective(
             )
     elif isinstance(cfg, C.JSPiConfig):
         row, step = get_divergence("js_pi", cfg.pi), cfg.generator
+    elif isinstance(cfg, C.ClassifierConfig):
+        row, step = get_divergence("gan"), cfg.generator
     else:
         name, step, target_name = ADVERSARIAL_PRESETS[cfg.name]
         row = get_divergence(name)
@@ -327,6 +355,11 @@ def build_objective(
         spread=_spread_noise(cfg) if cfg.noise != "none" else None,
         spread_samples=cfg.samples,
         log_ratio_bound=cfg.log_ratio_bound,
+        ratio_target=(
+            get_divergence(cfg.divergence)
+            if isinstance(cfg, C.ClassifierConfig) and cfg.divergence is not None
+            else None
+        ),
     )
 
 

@@ -21,6 +21,7 @@ from typing import Any
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
+from gandiv.divergences import DIVERGENCES
 from gandiv.errors import UserError
 
 
@@ -202,8 +203,8 @@ class DirectConfig(ObjectiveConfig):
 
 
 @dataclass
-class AdversarialConfig(ObjectiveConfig):
-    """gan, ns_gan, logit_gan, reverse_kl_fgan: the divergence and model step are the name's."""
+class GameConfig(ObjectiveConfig):
+    """hinge; the keys every game with a critic has."""
 
     gradient_penalty: float = _spec(ge=0.0)
     # instance noise: the spread noise added to real and fake samples before the critic
@@ -212,6 +213,12 @@ class AdversarialConfig(ObjectiveConfig):
     sigma_start: float | None = _spec(gt=0.0)
     anneal_steps: int = _spec(ge=0)
     samples: int = _spec(ge=1, le=1024)
+
+
+@dataclass
+class AdversarialConfig(GameConfig):
+    """ns_gan, logit_gan, reverse_kl_fgan: the divergence and model step are the name's."""
+
     # clip the critic so that the density ratio it implies stays within [e^−B, e^B] (null: off)
     log_ratio_bound: float | None = _spec(gt=0.0, le=700.0)
 
@@ -224,9 +231,32 @@ class FGANConfig(AdversarialConfig):
 
 
 @dataclass
-class JSPiConfig(AdversarialConfig):
+class ClassifierConfig(AdversarialConfig):
+    """gan: a classifier critic; the ratio step descends `divergence` through its logit."""
+
+    generator: str = _spec(choices=("minimax", "ratio"))
+    divergence: str | None = _spec()  # the ratio step's target: a row of gandiv.divergences
+
+
+@dataclass
+class JSPiConfig(ClassifierConfig):
     pi: float = _spec(gt=0.0, lt=1.0)
-    generator: str = _spec(choices=("minimax", "nonsaturating"))
+    generator: str = _spec(choices=("minimax", "nonsaturating", "ratio"))
+
+
+# The least-squares game's codings (a, b, c): the fake and real targets of the critic and the
+# model's target (Mao et al. 2017): `divergence` is their b − c = 1, b − a = 2 choice, `common`
+# the 0/1/1 coding most code uses.
+LSGAN_CODINGS: dict[str, tuple[float, float, float]] = {
+    "divergence": (-1.0, 1.0, 0.0),
+    "common": (0.0, 1.0, 1.0),
+}
+
+
+@dataclass
+class LSGANConfig(GameConfig):
+    coding: str = _spec(choices=tuple(LSGAN_CODINGS))
+    generator: str = _spec(choices=("least_squares", "minimax"))
 
 
 @dataclass
@@ -257,12 +287,14 @@ OBJECTIVES: dict[str, type[ObjectiveConfig]] = {
     "forward_kl": ObjectiveConfig,
     "reverse_kl": ObjectiveConfig,
     "direct": DirectConfig,
-    "gan": AdversarialConfig,
+    "gan": ClassifierConfig,
     "ns_gan": AdversarialConfig,
     "logit_gan": AdversarialConfig,
     "reverse_kl_fgan": AdversarialConfig,
     "fgan": FGANConfig,
     "js_pi": JSPiConfig,
+    "lsgan": LSGANConfig,
+    "hinge": GameConfig,
     "mmd": MMDConfig,
     "spread": SpreadConfig,
 }
@@ -518,6 +550,35 @@ def _group(cfg: DictConfig, group: str, options: dict[str, type]) -> Any:
     return to_schema(group, node, options[name])
 
 
+def _check_ratio_target(objective: ClassifierConfig) -> None:
+    """The ratio step needs `objective.divergence`; the other steps take none."""
+    allowed = [name for name, row in DIVERGENCES.items() if not row.kinked]
+    if objective.generator != "ratio":
+        if objective.divergence is not None:
+            raise UserError(
+                "objective.divergence",
+                "only applies to objective.generator=ratio (the step that descends a chosen"
+                " divergence through the critic's log ratio); remove it or set that",
+            )
+        return
+    if objective.divergence is None:
+        raise UserError(
+            "objective.divergence",
+            "objective.generator=ratio needs the divergence to descend: one of"
+            f" {', '.join(allowed)}",
+        )
+    if objective.divergence not in allowed:
+        why = (
+            " (total variation's first variation is a step: no gradient almost everywhere)"
+            if objective.divergence in DIVERGENCES
+            else ""
+        )
+        raise UserError(
+            "objective.divergence",
+            f"'{objective.divergence}' is not one of: {', '.join(allowed)}{why}",
+        )
+
+
 _TOP_KEYS = ("dataset", "model", "objective", "critic", "trainer", "plot", "resume")
 
 
@@ -537,6 +598,8 @@ def validate_train_config(cfg: DictConfig) -> TrainConfig:
             raise UserError(
                 "objective.pi", "only applies to objective.divergence=js_pi; remove it or set that"
             )
+    if isinstance(objective, ClassifierConfig):
+        _check_ratio_target(objective)
     return TrainConfig(
         dataset=_group(cfg, "dataset", DATASETS),
         model=_group(cfg, "model", MODELS),
@@ -551,7 +614,12 @@ def validate_train_config(cfg: DictConfig) -> TrainConfig:
 # Keys added after runs were saved without them, and the value that reproduces how such a run
 # trained (filled in when an older run is read for eval, plot or resume): per objective, those
 # its options have; every trainer has the trainer's.
-ADDED_OBJECTIVE_KEYS: dict[str, Any] = {"log_ratio_bound": None, "allow_unstable": True}
+ADDED_OBJECTIVE_KEYS: dict[str, Any] = {
+    "log_ratio_bound": None,
+    "allow_unstable": True,
+    "generator": "minimax",  # gan's (js_pi and fgan always had theirs)
+    "divergence": None,  # gan's and js_pi's ratio target (fgan and direct always had theirs)
+}
 # (lr_end_factor does nothing at constant rates: the shipped value, so a resume compares equal)
 ADDED_TRAINER_KEYS: dict[str, Any] = {"lr_schedule": "constant", "lr_end_factor": 0.1}
 

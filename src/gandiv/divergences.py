@@ -17,6 +17,8 @@ where f* is the Fenchel conjugate and g_f the output activation of Table 2. Conv
   2·JS − log 4. It is the one row with f(1) = −log 4 ≠ 0 (its variational bound is then exactly the
   original GAN value E_P log D + E_Q log(1 − D) with D = σ(V)).
 * ``squared_hellinger`` is ∫(√p − √q)² (no ½); ``total_variation`` is ½∫|p − q| ∈ [0, 1].
+* ``triangular`` is the triangular discrimination ∫(p − q)²/(p + q) ∈ [0, 2] (the least-squares
+  GAN's value).
 * ``js_pi(π)`` is Huszár's (2015) JS_π(P‖Q) = π KL(P‖M) + (1 − π) KL(Q‖M), M = πP + (1 − π)Q;
   ``js_pi(0.5)`` equals ``js``.
 
@@ -77,6 +79,11 @@ class FDivergence:
     # The optimal raw critic output V*(ℓ) = g_f⁻¹(f'(e^ℓ)) at the log density ratio ℓ = log p/q
     # (increasing in ℓ); None where it is not finite (total variation's step).
     critic_at: Callable[[float], float] | None = None
+    # The first variation of D_f(P‖Q) in q at the log ratio ℓ: f(u) − u f'(u) = −f*(f'(u)),
+    # u = e^ℓ, in a closed form that does not overflow. A model step that pushes its samples
+    # down this function of a fixed log ratio descends D_f (Poole et al. 2016; `first_variation`
+    # of the ratio a classifier's logit estimates).
+    first_variation: Callable[[Tensor], Tensor] | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -207,6 +214,7 @@ def _kl() -> FDivergence:
         conjugate_activation=lambda v: torch.exp(v - 1.0),
         f_prime=lambda u: torch.log(u) + 1.0,
         critic_at=lambda r: r + 1.0,
+        first_variation=lambda ell: -torch.exp(ell),
     )
 
 
@@ -222,6 +230,7 @@ def _reverse_kl() -> FDivergence:
         conjugate_activation=lambda v: v - 1.0,
         f_prime=lambda u: -1.0 / u,
         critic_at=lambda r: r,
+        first_variation=lambda ell: 1.0 - ell,
     )
 
 
@@ -238,6 +247,7 @@ def _pearson() -> FDivergence:
         f_prime=lambda u: 2.0 * (u - 1.0),
         power_tails=True,
         critic_at=lambda r: 2.0 * math.expm1(r),
+        first_variation=lambda ell: -torch.expm1(2.0 * ell),
     )
 
 
@@ -255,6 +265,7 @@ def _neyman() -> FDivergence:
         f_prime=lambda u: 1.0 - u.reciprocal().square(),
         power_tails=True,
         critic_at=lambda r: 2.0 * r,
+        first_variation=lambda ell: 2.0 * torch.expm1(-ell),
     )
 
 
@@ -270,6 +281,7 @@ def _squared_hellinger() -> FDivergence:
         conjugate_activation=torch.expm1,
         f_prime=lambda u: 1.0 - torch.rsqrt(u),
         critic_at=lambda r: 0.5 * r,
+        first_variation=lambda ell: -torch.expm1(0.5 * ell),
     )
 
 
@@ -286,6 +298,7 @@ def _jeffrey() -> FDivergence:
         conjugate_activation=_jeffrey_conjugate,
         f_prime=lambda u: torch.log(u) + 1.0 - u.reciprocal(),
         critic_at=lambda r: r + 1.0 - math.exp(-r),
+        first_variation=lambda ell: -ell - torch.expm1(ell),
     )
 
 
@@ -313,6 +326,7 @@ def _js() -> FDivergence:
         conjugate_activation=lambda v: 0.5 * (_softplus(v) - _LOG2),
         f_prime=lambda u: 0.5 * (_LOG2 + torch.log(u) - torch.log1p(u)),
         critic_at=lambda r: r,
+        first_variation=lambda ell: 0.5 * (_LOG2 - _softplus(ell)),
     )
 
 
@@ -329,6 +343,7 @@ def _gan() -> FDivergence:
         conjugate_activation=_softplus,
         f_prime=lambda u: torch.log(u) - torch.log1p(u),
         critic_at=lambda r: r,
+        first_variation=lambda ell: -_softplus(ell),
     )
 
 
@@ -344,6 +359,53 @@ def _total_variation() -> FDivergence:
         conjugate_activation=lambda v: 0.5 * torch.tanh(v),
         f_prime=lambda u: 0.5 * torch.sign(u - 1.0),
         kinked=True,
+        first_variation=lambda ell: -0.5 * torch.sign(ell),
+    )
+
+
+def _triangular_core(a: Tensor, b: Tensor) -> Tensor:
+    """(p − q)²/(p + q): q (e^d − 1)²/(1 + e^d) if p ≤ q, else p (1 − e^{−d})²/(1 + e^{−d})."""
+    d, d_lo, d_hi = _split(a, b)
+    low = torch.exp(b) * torch.expm1(d_lo).square() / (1.0 + torch.exp(d_lo))
+    high = torch.exp(a) * torch.expm1(-d_hi).square() / (1.0 + torch.exp(-d_hi))
+    return torch.where(d <= 0, low, high)
+
+
+def _triangular_conjugate(t: Tensor) -> Tensor:
+    """f*(t) = 4 − t − 4√(1 − t) on −3 ≤ t ≤ 1 (the supremum at u = 2/√(1 − t) − 1), −1 below −3
+    (the supremum at u = 0), +inf above 1."""
+
+    def inside(s: Tensor) -> Tensor:
+        return torch.where(s < -3.0, -torch.ones_like(s), 4.0 - s - 4.0 * torch.sqrt(1.0 - s))
+
+    return _restrict(t, t <= 1, inside, 0.0)
+
+
+def _triangular() -> FDivergence:
+    """Triangular discrimination (Vincze–Le Cam) ∫(p − q)²/(p + q): f(u) = (u − 1)²/(u + 1),
+    g_f(v) = 1 − 4σ(−v)² (so V* = log p/q), f*(t) = 4 − t − 4√(1 − t) on −3 ≤ t ≤ 1.
+
+    It is the Pearson χ² of P + Q against 2Q, the divergence whose value Mao et al.'s (2017)
+    least-squares game takes with the coding a = −1, b = 1 (`objectives.adversarial.LeastSquares`):
+    with D = tanh(V/2), g_f(V) = 2D − D² and f*(g_f(V)) = 2D + D², so the bound is
+    2 − E_p(D − 1)² − E_q(D + 1)². Bounded: 0 ≤ ∫(p − q)²/(p + q) ≤ 2.
+    """
+
+    def conjugate_activation(v: Tensor) -> Tensor:
+        d = torch.tanh(0.5 * v)
+        return d * (2.0 + d)
+
+    return FDivergence(
+        name="triangular",
+        f=lambda u: (u - 1.0).square() / (u + 1.0),
+        conjugate=_triangular_conjugate,
+        activation=lambda v: 1.0 - 4.0 * torch.sigmoid(-v).square(),
+        f_prime_at_1=0.0,
+        perspective=_with_limits(_triangular_core, 1.0, 1.0),
+        conjugate_activation=conjugate_activation,
+        f_prime=lambda u: 1.0 - 4.0 / (u + 1.0).square(),
+        critic_at=lambda r: r,
+        first_variation=lambda ell: -conjugate_activation(ell),
     )
 
 
@@ -389,6 +451,9 @@ def js_pi(pi: float) -> FDivergence:
         conjugate_activation=lambda v: rho * (_softplus(v) + log_rho),
         f_prime=lambda u: pi * (torch.log(u) - torch.log(pi * u + rho)),
         critic_at=lambda r: r + log_pi - log_rho,
+        first_variation=lambda ell: (
+            -rho * torch.logaddexp(ell + log_pi, torch.full_like(ell, log_rho))
+        ),
     )
 
 
@@ -405,6 +470,7 @@ DIVERGENCES: Mapping[str, FDivergence] = MappingProxyType(
             _js(),
             _gan(),
             _total_variation(),
+            _triangular(),
         )
     }
 )

@@ -7,6 +7,13 @@ row of the divergence table (`gandiv.divergences`):
     model:   minimax        minimise −E_q[f*(g_f(V(x̂)))]       (the same bound)
              nonsaturating  maximise  E_q[g_f(V(x̂))]
              logit          maximise  E_q[V(x̂)]                (Huszár's "alternative M-step #2")
+             ratio          minimise  E_q[φ_T(ℓ(x̂))]            (Poole et al. 2016; below)
+
+The ratio step (`generator_loss="ratio"`) reads a classifier critic's logit as the log density ratio
+ℓ = log p/q (the rows whose optimal output is ℓ plus a constant: gan, js_pi, js) and descends any
+chosen row T through it: φ_T(ℓ) = f_T(u) − u f_T'(u), u = e^ℓ, is T's first variation in q
+(`FDivergence.first_variation`), so with the critic at its optimum the model's gradient is exactly
+∇_θ D_T(P‖Q_θ). One critic, any target divergence.
 
 With the ``gan`` row, g_f(v) = log σ(v) and f*(g_f(v)) = softplus(v), so the critic is the original
 GAN discriminator D = σ(V) and the three model steps are Goodfellow et al.'s minimax step
@@ -23,6 +30,7 @@ supports overlap even when P and Q lie on different curves.
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 import torch
@@ -30,11 +38,11 @@ from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from gandiv.data.spread import SpreadNoise
-from gandiv.divergences import FDivergence, pinned
+from gandiv.divergences import DIVERGENCES, FDivergence, pinned
 from gandiv.models.base import GenerativeModel
 from gandiv.objectives.base import Objective
 
-GENERATOR_LOSSES = ("minimax", "nonsaturating", "logit")
+GENERATOR_LOSSES = ("minimax", "nonsaturating", "logit", "ratio")
 # Seed of the fixed noise with which `sample_loss` (figures) averages the push over the spread.
 SAMPLE_LOSS_SEED = 5_555
 
@@ -51,6 +59,7 @@ class VariationalDivergence(Objective):
     """
 
     uses_critic: ClassVar[bool] = True
+    generator_losses: ClassVar[tuple[str, ...]] = GENERATOR_LOSSES
 
     def __init__(
         self,
@@ -64,10 +73,11 @@ class VariationalDivergence(Objective):
         spread: SpreadNoise | None = None,
         spread_samples: int = 1,
         log_ratio_bound: float | None = None,
+        ratio_target: FDivergence | None = None,
     ) -> None:
         super().__init__()
-        if generator_loss not in GENERATOR_LOSSES:
-            raise ValueError(f"generator loss must be one of {GENERATOR_LOSSES}")
+        if generator_loss not in self.generator_losses:
+            raise ValueError(f"generator loss must be one of {self.generator_losses}")
         self.name = name  # type: ignore[misc]
         self.critic = critic
         self.row = divergence  # the row whose variational bound the critic maximises
@@ -76,6 +86,19 @@ class VariationalDivergence(Objective):
         # (None: no divergence is known).
         self.divergence = target if generator_loss != "minimax" else pinned(divergence)
         self.generator_loss = generator_loss
+        self.ratio_target = ratio_target
+        self.log_ratio_offset = 0.0  # ℓ = V − offset for the ratio step
+        if generator_loss == "ratio":
+            at = divergence.critic_at
+            if ratio_target is None or ratio_target.first_variation is None:
+                raise ValueError("the ratio step needs a target row with a first variation")
+            if at is None or not math.isclose(at(1.0) - at(0.0), 1.0):
+                raise ValueError(
+                    f"the ratio step reads the log ratio from a classifier's logit; the"
+                    f" {divergence.name} critic's output is not one"
+                )
+            self.log_ratio_offset = at(0.0)
+            self.divergence = pinned(ratio_target)
         self.gradient_penalty = gradient_penalty
         self.spread = spread
         self.spread_samples = spread_samples
@@ -99,6 +122,13 @@ class VariationalDivergence(Objective):
 
     def critic_parameters(self) -> list[nn.Parameter]:
         return list(self.critic.parameters())
+
+    @property
+    def loss_key(self) -> tuple[object, ...]:
+        """What decides the losses computed from the critic's outputs: runs of a vectorised group
+        with equal keys share one call of `critic_terms` and `model_terms`."""
+        target = None if self.ratio_target is None else self.ratio_target.name
+        return type(self).__name__, self.row.name, self.generator_loss, target
 
     def noisy(self, x: Tensor, generator: torch.Generator) -> Tensor:
         """x itself, or with spread noise: `spread_samples` copies of each point plus noise."""
@@ -147,14 +177,14 @@ class VariationalDivergence(Objective):
             both.requires_grad_(True)
         v = self.critic(both)
         v_real, v_fake = v[: len(real)], v[len(real) :]
+        loss, metrics = self.critic_terms(v_real, v_fake)
         if self.gradient_penalty == 0:
-            return self.critic_terms(v_real, v_fake)
-        bound = self.bound(v_real, v_fake)
+            return loss, metrics
         (grad,) = torch.autograd.grad(v_real.sum(), both, create_graph=True)
         # ‖∇_x V(x)‖² sums over every non-batch dimension (the pixels of an image)
         squared_norm = grad[: len(real)].pow(2).flatten(1).sum(1)
-        loss = 0.5 * self.gradient_penalty * squared_norm.mean() - bound
-        return loss, {"critic_loss": loss.detach(), "bound": bound.detach()}
+        loss = 0.5 * self.gradient_penalty * squared_norm.mean() + loss
+        return loss, {**metrics, "critic_loss": loss.detach()}
 
     def after_critic_step(self) -> None:
         if self.critic_average is not None:
@@ -184,9 +214,138 @@ class VariationalDivergence(Objective):
             return -self.row.conjugate_activation(v).mean(-1)
         if self.generator_loss == "nonsaturating":  # maximise E_q[g_f(V)]
             return -self.row.activation(v).mean(-1)
+        if self.generator_loss == "ratio":  # descend the target's first variation at ℓ = V − c
+            assert self.ratio_target is not None and self.ratio_target.first_variation is not None
+            return self.ratio_target.first_variation(v - self.log_ratio_offset).mean(-1)
         return -v.mean(-1)  # logit: maximise E_q[V]
 
     def critic_output(self, x: Tensor) -> Tensor:
         """The critic's raw output V(x) (the averaged critic's, with critic_ema)."""
         critic = self.critic if self.critic_average is None else self.critic_average
         return self.bounded(critic(x))
+
+
+class LeastSquares(VariationalDivergence):
+    """The least-squares game (Mao et al. 2017) with coding (a, b, c):
+
+        critic:  minimise ½E_p[(D(x) − b)²] + ½E_q[(D(x̂) − a)²]     (D the raw output)
+        model:   least_squares  minimise ½E_q[(D(x̂) − c)²]          (Mao et al.'s step)
+                 minimax        maximise  E_q[(D(x̂) − a)²]           (descends the bound)
+
+    The optimal critic is D* = (bp + aq)/(p + q); at it the critic's loss is
+    ½(b − a)² ∫pq/(p + q), so `bound` = 2 − 4(E_p(D − b)² + E_q(D − a)²)/(b − a)² is a lower bound
+    on the triangular discrimination Δ(P, Q) = ∫(p − q)²/(p + q) for every D and every coding,
+    reaching it at D*. The minimax step descends that bound, so with an optimal critic it descends
+    Δ (its target). Mao et al.'s theorem (b − c = 1, b − a = 2: a = −1, b = 1, c = 0) is about the
+    game's value: with D* substituted, their model objective ½E_p(D* − c)² + ½E_q(D* − c)² equals
+    ½Δ. Their model step holds the critic fixed instead, and its first variation ½(D*(u) − c)² is
+    not Δ's: it descends ∫ q f_M(p/q) with f_M(u) = 2u log(u/(1 + u)) − 2/(1 + u) (up to an affine
+    term), which is not convex (f_M'' < 0 for u > 1) and so no divergence. That step therefore
+    has no stated target; eval's nearest divergence says where it lands.
+    """
+
+    generator_losses: ClassVar[tuple[str, ...]] = ("least_squares", "minimax")
+
+    def __init__(
+        self,
+        name: str,
+        critic: nn.Module,
+        coding: tuple[float, float, float],
+        generator_loss: str,
+        gradient_penalty: float = 0.0,
+        critic_ema: float = 0.0,
+        spread: SpreadNoise | None = None,
+        spread_samples: int = 1,
+    ) -> None:
+        a, b, _ = coding
+        if a == b:
+            raise ValueError("the codes a (fake) and b (real) must differ")
+        triangular = DIVERGENCES["triangular"]
+        super().__init__(
+            name,
+            critic,
+            triangular,
+            generator_loss,
+            gradient_penalty=gradient_penalty,
+            critic_ema=critic_ema,
+            target=None,
+            spread=spread,
+            spread_samples=spread_samples,
+        )
+        self.coding = coding
+
+    @property
+    def loss_key(self) -> tuple[object, ...]:
+        return (*super().loss_key, self.coding)
+
+    def _squares(self, v_real: Tensor, v_fake: Tensor) -> tuple[Tensor, Tensor]:
+        a, b, _ = self.coding
+        return (v_real - b).square().mean(-1), (v_fake - a).square().mean(-1)
+
+    def bound(self, v_real: Tensor, v_fake: Tensor) -> Tensor:
+        a, b, _ = self.coding
+        real, fake = self._squares(v_real, v_fake)
+        return 2.0 - 4.0 * (real + fake) / (b - a) ** 2
+
+    def critic_terms(self, v_real: Tensor, v_fake: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        real, fake = self._squares(v_real, v_fake)
+        a, b, _ = self.coding
+        loss = 0.5 * (real + fake)
+        bound = 2.0 - 8.0 * loss / (b - a) ** 2
+        return loss, {"critic_loss": loss.detach(), "bound": bound.detach()}
+
+    def model_terms(self, v: Tensor) -> Tensor:
+        a, b, c = self.coding
+        if self.generator_loss == "least_squares":
+            return 0.5 * (v - c).square().mean(-1)
+        return -4.0 * (v - a).square().mean(-1) / (b - a) ** 2  # minimax: descend the bound
+
+
+class Hinge(VariationalDivergence):
+    """The hinge game of SNGAN and BigGAN (Lim & Ye 2017; Miyato et al. 2018):
+
+        critic:  minimise E_p[max(0, 1 − D(x))] + E_q[max(0, 1 + D(x̂))]
+        model:   minimise −E_q[D(x̂)]
+
+    The optimal critic is D* = sign(p − q) (any value in [−1, 1] where p = q), at which the
+    critic's loss is 2 − 2·TV(P, Q): `bound` = 1 − loss/2 is a lower bound on the total variation
+    for every D, reaching it at D*. The model step against that step-shaped optimum has no
+    gradient almost everywhere (as total variation's f-GAN game); a smooth critic of finite
+    capacity gives it one, and no divergence is known that the step then descends: no stated
+    target; eval's nearest divergence says where it lands.
+    """
+
+    generator_losses: ClassVar[tuple[str, ...]] = ("hinge",)
+
+    def __init__(
+        self,
+        name: str,
+        critic: nn.Module,
+        gradient_penalty: float = 0.0,
+        critic_ema: float = 0.0,
+        spread: SpreadNoise | None = None,
+        spread_samples: int = 1,
+    ) -> None:
+        super().__init__(
+            name,
+            critic,
+            DIVERGENCES["total_variation"],
+            "hinge",
+            gradient_penalty=gradient_penalty,
+            critic_ema=critic_ema,
+            target=None,
+            spread=spread,
+            spread_samples=spread_samples,
+        )
+
+    def bound(self, v_real: Tensor, v_fake: Tensor) -> Tensor:
+        loss, _ = self.critic_terms(v_real, v_fake)
+        return 1.0 - 0.5 * loss
+
+    def critic_terms(self, v_real: Tensor, v_fake: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        relu = torch.nn.functional.relu
+        loss = relu(1.0 - v_real).mean(-1) + relu(1.0 + v_fake).mean(-1)
+        return loss, {"critic_loss": loss.detach(), "bound": (1.0 - 0.5 * loss).detach()}
+
+    def model_terms(self, v: Tensor) -> Tensor:
+        return -v.mean(-1)

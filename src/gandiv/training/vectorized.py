@@ -78,11 +78,11 @@ def noise_shape(objective: Objective) -> tuple[bool, int]:
     return True, objective.spread_samples
 
 
-def loss_order(objective: Objective) -> tuple[str, str]:
+def loss_order(objective: Objective) -> str:
     """Sort key of a group's runs that puts runs computing the same losses side by side."""
     if not isinstance(objective, VariationalDivergence):
-        return objective.name, ""
-    return objective.row.name, objective.generator_loss
+        return objective.name
+    return repr(objective.loss_key)
 
 
 class VectorizedStep:
@@ -111,7 +111,7 @@ class VectorizedStep:
             self.critics, [t.critic_optimizer for t in tasks if t.critic_optimizer is not None]
         )
         # Consecutive runs whose objectives compute the same losses from the critic's outputs
-        # (the same row object: `get_divergence` returns one per π) share one call.
+        # (equal `loss_key`s) share one call.
         self.buckets: list[tuple[VariationalDivergence, slice]] = []
         start = 0
         for k in range(1, len(tasks) + 1):
@@ -119,8 +119,8 @@ class VectorizedStep:
                 self.buckets.append((self.objectives[start], slice(start, k)))
                 start = k
 
-    def _loss_key(self, k: int) -> tuple[int, str]:
-        return id(self.objectives[k].row), self.objectives[k].generator_loss
+    def _loss_key(self, k: int) -> tuple[object, ...]:
+        return self.objectives[k].loss_key
 
     def _draw(self) -> tuple[Tensor, Tensor]:
         """Each run's data batch and latents from its own generator: stacked, (K, n, ·)."""
