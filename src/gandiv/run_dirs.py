@@ -8,7 +8,7 @@
 - ``run=DIR`` of `gandiv eval`/`gandiv plot` must name a run (eval: or a sweep) (`run_args`).
 - Under torchrun, the ranks other than 0 join rank 0's run and write nothing (`join_torchrun`).
 - One process writes a run directory at a time: train (fresh or resumed), eval and plot hold
-  its lock (`gandiv.training.run_dir.lock_directory`), a sweep its root's (`ClaimSweepDir`).
+  its lock (`gandiv.training.locks`), a sweep its root's (`ClaimSweepDir`).
   No run or sweep is created inside another run, job or sweep (`refuse_nested`).
 - A sweep run again into a directory whose jobs were trained with another config is refused
   before anything is written (`ClaimSweepDir`); a refused command leaves no directory it made
@@ -62,11 +62,11 @@ def _unquoted(key: str, value: str) -> str:
 PATH_KEYS = ("run", "resume", "hydra.run.dir", "hydra.sweep.dir")
 
 
-def quoted(value: str) -> str:
+def quoted(value: str, key: str = "") -> str:
     """`value` as a quoted string of Hydra's override grammar."""
     quote = "'" if "'" not in value else '"'
     if quote in value or value.endswith("\\"):
-        raise UserError("", f"'{value}': a path holding both kinds of quotes cannot be given")
+        raise UserError(key, f"'{value}': a path holding both kinds of quotes cannot be given")
     return f"{quote}{value}{quote}"
 
 
@@ -76,7 +76,7 @@ def override_value(key: str, value: str) -> str:
         readable = OverridesParser.create().parse_override(f"{key}={value}").value() == value
     except HydraException:
         readable = False
-    return value if readable else quoted(value)
+    return value if readable else quoted(value, key)
 
 
 def quote_paths(args: Sequence[str]) -> list[str]:
