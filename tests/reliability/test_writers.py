@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -154,6 +156,37 @@ def test_a_second_writer_is_refused_at_once_naming_the_holder(tmp_path, finished
     finally:
         release_lock(held)
     assert not (held / LOCK_NAME).exists()
+
+
+def test_eval_of_a_sweep_is_refused_while_one_of_its_jobs_is_written(tmp_path, finished_runs):
+    sweep = tmp_path / "sweep"
+    for job in ("0", "1"):
+        copy_run(finished_runs["gaussian"], sweep / job)
+    lock_directory(sweep / "1")
+    try:
+        before = digest(tmp_path)
+        result = run_cli("eval", f"run={sweep}", *QUICK_EVAL, cwd=tmp_path, timeout=120)
+        assert result.returncode == 2, result.stderr
+        assert f"1: in use by another gandiv process (PID {os.getpid()})" in result.stderr
+        assert digest(tmp_path) == before  # no job evaluated, no eval.csv
+    finally:
+        release_lock(sweep / "1")
+
+
+def test_two_trains_started_together_into_one_directory_leave_one_run(tmp_path):
+    """Whichever comes first, the other is refused (by the lock, or by the run it finds)."""
+    args = [sys.executable, "-m", "gandiv", "train", *SHORT, "hydra.run.dir=same"]
+    both = [
+        subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        for _ in range(2)
+    ]
+    results = [(p.wait(timeout=300), p.stderr.read().decode()) for p in both]  # type: ignore[union-attr]
+    assert sorted(code for code, _ in results) == [0, 2], results
+    (refusal,) = [err for code, err in results if code == 2]
+    assert len(refusal.splitlines()) == 1
+    assert "in use by another gandiv process" in refusal or "already holds a run" in refusal
+    steps = [r["step"] for r in metrics_without_time(tmp_path / "same")]
+    assert steps == sorted(set(steps)) and steps[-1] == 20  # one run's log, no line twice
 
 
 def test_the_lock_is_released_when_the_command_ends(gandiv, tmp_path, finished_runs):
