@@ -104,11 +104,13 @@ def read_json(path: Path) -> Any:
 
 
 def digest(root: Path) -> dict[str, str]:
-    """SHA-256 of every file under `root`, by relative path (any change, addition or removal)."""
+    """SHA-256 of every file under `root`, and every directory, by relative path (any change,
+    addition or removal: an empty directory left behind too)."""
     return {
         str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
         if p.is_file()
+        else "directory"
+        for p in sorted(root.rglob("*"))
     }
 
 

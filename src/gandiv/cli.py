@@ -51,9 +51,12 @@ from gandiv.errors import (
     first_line,
 )
 from gandiv.run_dirs import (
+    Refusal,
     arg_value,
+    end_command,
     informational,
     join_torchrun,
+    quote_paths,
     resume_args,
     run_args,
     torchrun_ranks,
@@ -301,7 +304,15 @@ def _import_task_modules() -> None:
 def _run(command: str, args: list[str]) -> None:
     """Run one Hydra app with `args`, translating user errors to one line and exit code 2."""
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # let errors reach us instead of Hydra's printer
+    try:
+        _run_app(command, args)
+    finally:
+        end_command()  # the locks released; what a refused command made removed
+
+
+def _run_app(command: str, args: list[str]) -> None:
     with _reported(command):
+        args = quote_paths(args)
         args = resume_args(args) if command == "train" else run_args(command, args)
         _check_modes(args)
         if torchrun_ranks() is not None:
@@ -314,6 +325,8 @@ def _run(command: str, args: list[str]) -> None:
         try:
             with _help_shares_the_config_store(args):
                 _APPS[command]()
+        except Refusal as refused:  # from gandiv's callbacks (gandiv.run_dirs)
+            raise refused.error from None
         except HydraException as err:
             if isinstance(err.__cause__, UserError):  # from gandiv's launcher, built by Hydra
                 raise err.__cause__ from None

@@ -165,11 +165,11 @@ def test_a_full_disk_while_saving_a_checkpoint_keeps_the_previous_one(
     real_write = run_dir.atomic_write
     saved: list[bytes] = []
 
-    def full_disk_on_the_third_checkpoint(path: Path, write: Any) -> None:
+    def full_disk_on_the_third_checkpoint(path: Path, write: Any, **kwargs: Any) -> None:
         if path.name != "last.pt":
-            return real_write(path, write)
+            return real_write(path, write, **kwargs)
         if len(saved) < 2:
-            real_write(path, write)
+            real_write(path, write, **kwargs)
             saved.append(path.read_bytes())
             return None
 
@@ -177,7 +177,7 @@ def test_a_full_disk_while_saving_a_checkpoint_keeps_the_previous_one(
             handle.write(b"\0" * 1000)  # a torn temporary file
             raise OSError(errno.ENOSPC, "No space left on device")
 
-        return real_write(path, half_then_enospc)
+        return real_write(path, half_then_enospc, **kwargs)
 
     monkeypatch.setattr(run_dir, "atomic_write", full_disk_on_the_third_checkpoint)
     result = gandiv("train", *SHORT)
@@ -188,8 +188,10 @@ def test_a_full_disk_while_saving_a_checkpoint_keeps_the_previous_one(
     )
     run = only_run(tmp_path)
     checkpoints = run / "checkpoints"
-    assert [p.name for p in checkpoints.iterdir()] == ["last.pt"]  # no temporary file left
-    assert (checkpoints / "last.pt").read_bytes() == saved[1]  # the step-20 checkpoint, intact
+    # no temporary file left; the step-20 checkpoint intact, the step-10 one kept before it
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["last.pt", "prev.pt"]
+    assert (checkpoints / "last.pt").read_bytes() == saved[1]
+    assert (checkpoints / "prev.pt").read_bytes() == saved[0]
     assert torch.load(checkpoints / "last.pt", weights_only=True)["step"] == 20
 
     monkeypatch.setattr(run_dir, "atomic_write", real_write)  # space again

@@ -58,6 +58,7 @@ from gandiv.training.distributed import (
 from gandiv.training.finish import write_final_files
 from gandiv.training.groups import consoles, defer, recording_crash
 from gandiv.training.health import RunSettings, assess, parameter_change, warning_line
+from gandiv.training.locks import LOCK_NAME, lock_directory, release_lock
 from gandiv.training.loop import Cadence, RateSchedule, RunTask, TrainResult
 from gandiv.training.loop import train as train_loop
 from gandiv.training.run_dir import RunDirectory
@@ -78,19 +79,40 @@ def _job_overrides() -> list[str]:
     return list(latest.values())
 
 
-def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+def differences(old: Any, new: Any, prefix: str = "") -> list[str]:
     """Dotted keys whose values differ between two plain config containers."""
     if isinstance(old, dict) and isinstance(new, dict):
         keys = sorted(set(old) | set(new))
-        return [d for k in keys for d in _differences(old.get(k), new.get(k), f"{prefix}{k}.")]
+        return [d for k in keys for d in differences(old.get(k), new.get(k), f"{prefix}{k}.")]
     return [] if old == new else [prefix.rstrip(".")]
+
+
+def _check_checkpoint(run: RunDirectory, state: dict[str, Any]) -> None:
+    """A checkpoint to continue from holds finite parameters and a step its run could reach."""
+    step, planned = state["step"], state["config"]["trainer"]["steps"]
+    if not isinstance(step, int) or isinstance(step, bool) or not 0 <= step <= int(planned):
+        raise UserError(
+            str(run.checkpoint_path),
+            f"records step {step!r}, which its run of {planned} steps cannot have reached; the "
+            "file is damaged, so the run cannot be resumed from it",
+        )
+    for part in ("model", "objective"):
+        for name, value in state[part].items():
+            finite = not isinstance(value, torch.Tensor) or not value.is_floating_point()
+            if not finite and not bool(torch.isfinite(value).all()):
+                raise UserError(
+                    str(run.checkpoint_path),
+                    f"holds non-finite values ({part} {name}); a run cannot continue from them: "
+                    "train a new run (lower trainer.lr, or another trainer.seed)",
+                )
 
 
 def _check_resumable(
     run: RunDirectory, state: dict[str, Any], config: dict[str, Any], steps: int
 ) -> None:
+    _check_checkpoint(run, state)
     allowed = C.RESUMABLE_KEYS
-    changed = [k for k in _differences(state["config"], config) if k not in allowed]
+    changed = [k for k in differences(state["config"], config) if k not in allowed]
     if changed:
         may = ", ".join(sorted(allowed))
         raise UserError(
@@ -127,7 +149,11 @@ def _discard_unused(run: RunDirectory) -> None:
     """Remove a run directory Hydra created for a run that was refused before it started."""
     if not run.writes:  # (torchrun) the directory is rank 0's
         return
-    if run.path.is_dir() and {p.name for p in run.path.iterdir()} <= {".hydra", "train.log"}:
+    if run.path.is_dir() and {p.name for p in run.path.iterdir()} <= {
+        ".hydra",
+        "train.log",
+        LOCK_NAME,
+    }:
         shutil.rmtree(run.path, ignore_errors=True)
 
 
@@ -144,6 +170,20 @@ def train(cfg: DictConfig) -> None:
     """
     run = run_directory(HydraConfig.get().runtime.output_dir, current())
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    if not multirun:  # (its lock was taken before Hydra wrote into its directory)
+        _train(cfg, run, multirun)
+        return
+    lock_directory(run.path)  # a sweep's job: its own lock, held while it is written
+    deferred = False
+    try:
+        deferred = _train(cfg, run, multirun)
+    finally:
+        if not deferred:  # (a deferred job's is released when the sweep ends)
+            release_lock(run.path)
+
+
+def _train(cfg: DictConfig, run: RunDirectory, multirun: bool) -> bool:
+    """Train the job (True: set aside to train with its vectorised group later)."""
     try:
         prepared = prepare(cfg, run, multirun)
     except UserError as err:
@@ -153,11 +193,12 @@ def train(cfg: DictConfig) -> None:
             _discard_unused(run)
         raise
     if prepared is None:  # this sweep job had already completed
-        return
+        return False
     if defer(prepared):
-        return
+        return True
     with recording_crash([run], multirun):
         prepared.train_alone()
+    return False
 
 
 @dataclasses.dataclass
@@ -372,11 +413,13 @@ def prepare(cfg: DictConfig, run: RunDirectory, multirun: bool) -> PreparedRun |
     # A sweep's job that finds its own checkpoint was requeued (preempted or timed out under a
     # scheduler, e.g. submitit), or its sweep is run again into the same hydra.sweep.dir: it
     # continues exactly where it stopped; one that had already completed is kept as it is.
+    fallback = None  # the warning of a resume from checkpoints/prev.pt
     if config.resume is not None or (multirun and run.checkpoint_path.is_file()):
-        state = rank_checkpoint(run.load_checkpoint(), current())
+        loaded, fallback = run.load_checkpoint_or_previous()
+        state = rank_checkpoint(loaded, current())
         C.with_added_keys(state["config"])
         done = run.status() == "completed" and int(state["step"]) == trainer.steps
-        if config.resume is None and done and not _differences(state["config"], plain):
+        if config.resume is None and done and not differences(state["config"], plain):
             log.info("%s: this job already completed; kept as it is", run.path)
             return None
         _check_resumable(run, state, plain, trainer.steps)
@@ -438,6 +481,10 @@ def prepare(cfg: DictConfig, run: RunDirectory, multirun: bool) -> PreparedRun |
     _warn_ignored(config, data)
 
     if state is not None:  # accepted: record the extended config in the run's own .hydra/
+        if fallback is not None:
+            log.warning("%s", fallback)
+        if run.writes:
+            run.remove_stale_temporaries()
         run.write_text(".hydra/config.yaml", OmegaConf.to_yaml(cfg))
         run.write_text(".hydra/overrides.yaml", OmegaConf.to_yaml(_job_overrides()))
 

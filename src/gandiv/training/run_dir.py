@@ -4,7 +4,10 @@ Every file that must survive a crash is written atomically: to a temporary file 
 directory, flushed and fsync'ed, then `os.replace`d over the old one, so a reader (or a resumed
 run) sees either the previous complete file or the new complete file, never a torn one.
 `metrics.jsonl` is append-only; a checkpoint records its length, and a resumed run truncates it
-back to that length so no step is logged twice.
+back to that length so no step is logged twice. The checkpoint before the last is kept as
+`checkpoints/prev.pt`, so one damaged file does not lose the run.
+
+One process writes a run (or a sweep's root) at a time: see `gandiv.training.locks`.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import io
 import json
 import math
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -52,20 +56,68 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
-    """Write `path` atomically: temp file, flush, fsync, `os.replace`."""
+def _temporary(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+# A temporary file of `atomic_write`: `.NAME.tmp-PID`.
+_TEMPORARY = re.compile(r"^\.(.+)\.tmp-(\d+)$")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # (another user's process)
+        return True
+    return True
+
+
+def remove_stale_temporaries(directory: Path, name: str | None = None) -> None:
+    """Remove the temporary files (of `name`, or of every file) that killed writers left in
+    `directory`: those of processes that no longer run."""
+    try:
+        entries = list(directory.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        match = _TEMPORARY.match(entry.name)
+        if match is None or (name is not None and match.group(1) != name):
+            continue
+        if int(match.group(2)) != os.getpid() and not _alive(int(match.group(2))):
+            entry.unlink(missing_ok=True)
+
+
+def atomic_write(
+    path: Path, write: Callable[[IO[bytes]], object], keep_previous: Path | None = None
+) -> None:
+    """Write `path` atomically: temp file, flush, fsync, `os.replace`; then remove the temporary
+    files of `path` that killed writers left. With `keep_previous`, the file being replaced
+    becomes that file first (a hard link renamed over it: `path` exists throughout)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = _temporary(path)
     try:
         with open(tmp, "wb") as handle:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
+        if keep_previous is not None and path.is_file():
+            previous = _temporary(keep_previous)
+            previous.unlink(missing_ok=True)
+            try:
+                os.link(path, previous)
+            except OSError:  # (no hard links on this file system)
+                previous.write_bytes(path.read_bytes())
+            os.replace(previous, keep_previous)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
+        if keep_previous is not None:
+            _temporary(keep_previous).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+    remove_stale_temporaries(path.parent, path.name)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -97,6 +149,7 @@ class RunDirectory:
         self.path = Path(path)
         self.metrics_path = self.path / "metrics.jsonl"
         self.checkpoint_path = self.path / "checkpoints" / "last.pt"
+        self.previous_checkpoint_path = self.path / "checkpoints" / "prev.pt"
         self.summary_path = self.path / "summary.json"
         self.samples_path = self.path / "samples.npy"
         self.config_path = self.path / ".hydra" / "config.yaml"
@@ -152,7 +205,11 @@ class RunDirectory:
         buffer = io.BytesIO()
         torch.save(state, buffer)
         try:
-            atomic_write(self.checkpoint_path, lambda handle: handle.write(buffer.getbuffer()))
+            atomic_write(
+                self.checkpoint_path,
+                lambda handle: handle.write(buffer.getbuffer()),
+                keep_previous=self.previous_checkpoint_path,
+            )
         except OSError as err:  # a full disk, a quota, a vanished mount: the old file stands
             then = (
                 f"the previous checkpoint is intact: make room, then continue with "
@@ -164,27 +221,49 @@ class RunDirectory:
                 str(self.checkpoint_path), f"could not be saved ({err.strerror or err}); {then}"
             ) from None
 
-    def load_checkpoint(self) -> dict[str, Any]:
-        if not self.checkpoint_path.is_file():
-            raise UserError(str(self.checkpoint_path), "missing; this run has no checkpoint")
+    def load_checkpoint(self, path: Path | None = None) -> dict[str, Any]:
+        """The last checkpoint (or the one at `path`), checked to be a gandiv checkpoint."""
+        path = self.checkpoint_path if path is None else path
+        if not path.is_file():
+            raise UserError(str(path), "missing; this run has no checkpoint")
         try:
-            state: dict[str, Any] = torch.load(
-                self.checkpoint_path, map_location="cpu", weights_only=True
-            )
+            state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:
             # torch's first sentence says what is wrong; the rest is advice meant for torch users
             reason = str(err).split(". ")[0].splitlines()[0] if str(err) else type(err).__name__
             raise UserError(
-                str(self.checkpoint_path),
+                str(path),
                 f"unreadable or corrupt checkpoint ({reason}); a gandiv checkpoint is needed, "
                 "as written by gandiv train",
             ) from None
         missing = [k for k in CHECKPOINT_KEYS if not isinstance(state, dict) or k not in state]
         if missing:
-            raise UserError(
-                str(self.checkpoint_path), f"not a gandiv checkpoint (missing {', '.join(missing)})"
-            )
+            raise UserError(str(path), f"not a gandiv checkpoint (missing {', '.join(missing)})")
         return state
+
+    def load_checkpoint_or_previous(self) -> tuple[dict[str, Any], str | None]:
+        """The last checkpoint, or, when it is damaged, the previous one (`prev.pt`) with a
+        one-line warning saying so (None: the last one was read)."""
+        try:
+            return self.load_checkpoint(), None
+        except UserError as err:
+            damaged = err
+        if not self.previous_checkpoint_path.is_file():
+            raise damaged
+        try:
+            state = self.load_checkpoint(self.previous_checkpoint_path)
+        except UserError:
+            raise damaged from None
+        warning = (
+            f"{damaged.where}: {damaged.message.split(';')[0]}; continuing from the previous "
+            f"checkpoint, {self.previous_checkpoint_path} (step {state['step']})"
+        )
+        return state, warning
+
+    def remove_stale_temporaries(self) -> None:
+        """Remove the temporary files killed writers of this run left (of processes gone)."""
+        for directory in (self.path, self.path / "checkpoints", self.path / ".hydra"):
+            remove_stale_temporaries(directory)
 
     # final files --------------------------------------------------------------------------
     def write_summary(self, summary: dict[str, Any]) -> None:
