@@ -114,6 +114,19 @@ def join_torchrun(command: str, args: list[str]) -> list[str]:
     return [*args, "hydra.output_subdir=null", "hydra/job_logging=disabled"]
 
 
+def refuse_read_only(key: str, path: Path, then: str) -> None:
+    """A command that writes into an existing run (or sweep) refuses one it cannot write: the
+    directory, or a file or folder in it, is read-only."""
+    for folder, names, files in os.walk(path):
+        for entry in [folder, *(os.path.join(folder, n) for n in (*names, *files))]:
+            if not os.path.islink(entry) and not os.access(entry, os.W_OK):
+                raise UserError(
+                    key,
+                    f"'{entry}' is read-only; make the run writable (chmod -R u+w '{path}') "
+                    f"to {then}",
+                )
+
+
 def resume_args(args: list[str]) -> list[str]:
     """`resume=DIR`: reuse the run's own overrides, continue in DIR, keep its .hydra/ intact."""
     run = arg_value(args, "resume")
@@ -135,6 +148,7 @@ def resume_args(args: list[str]) -> list[str]:
     from gandiv.config import load_train_config
 
     load_train_config(path / ".hydra" / "config.yaml")  # a gandiv run's, still valid
+    refuse_read_only("resume", path, "continue it")
     try:
         original = [str(o) for o in OmegaConf.load(overrides_file)]
     except Exception as err:
@@ -151,9 +165,12 @@ def run_args(command: str, args: list[str]) -> list[str]:
     if run is None:
         raise UserError("run", f"missing; usage: gandiv {command} run=DIR")
     path = Path(run)
+    then = "evaluate it" if command == "eval" else "draw its figures"
     if (path / ".hydra" / "config.yaml").is_file():
+        refuse_read_only("run", path, then)
         return args
     if command == "eval" and path.is_dir() and any(path.glob("*/.hydra/config.yaml")):
+        refuse_read_only("run", path, then)
         return args
     what = "run or sweep directory" if command == "eval" else "run directory"
     raise UserError("run", f"'{run}' is not a gandiv {what} (no .hydra/config.yaml)")

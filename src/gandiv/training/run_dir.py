@@ -62,8 +62,11 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.filename in (None, str(tmp)):
+            # the file the user knows (a full disk's write error names no file)
+            raise OSError(err.errno, err.strerror or str(err), str(path)) from None
         raise
     _fsync_dir(path.parent)
 
@@ -128,8 +131,14 @@ class RunDirectory:
     def read_metrics(self) -> list[dict[str, Any]]:
         if not self.metrics_path.exists():
             return []
-        with open(self.metrics_path, encoding="utf-8") as handle:
-            lines = [line for line in handle.read().split("\n") if line.strip()]
+        try:
+            with open(self.metrics_path, encoding="utf-8") as handle:
+                lines = [line for line in handle.read().split("\n") if line.strip()]
+        except (OSError, UnicodeDecodeError) as err:
+            reason = err.strerror if isinstance(err, OSError) else "not UTF-8 text"
+            raise UserError(
+                str(self.metrics_path), f"unreadable ({reason}); the run's log is damaged"
+            ) from None
         records = []
         for number, line in enumerate(lines, 1):
             try:
