@@ -166,7 +166,10 @@ def _reported(command: str) -> Iterator[None]:
             "batches or samples)",
         )
     except KeyboardInterrupt:  # outside the training loop (start-up, final files)
-        sys.stderr.write(f"gandiv {command}: interrupted; a run can be finished with resume=DIR\n")
+        run = HydraConfig.get().runtime.output_dir if HydraConfig.initialized() else "DIR"
+        sys.stderr.write(
+            f"gandiv {command}: interrupted; a run can be finished with resume={run}\n"
+        )
         raise SystemExit(EXIT_SIGINT) from None
 
 
@@ -411,7 +414,7 @@ def _check_overrides(command: str, args: Sequence[str]) -> None:
                 f"every key of gandiv {command}'s config is needed and cannot be deleted; "
                 f"set a value instead: {name}=VALUE",
             )
-        if name == "hydra.launcher.n_jobs" and not re.fullmatch(r"-?[1-9][0-9]*", value):
+        if name == "hydra.launcher.n_jobs" and not re.fullmatch(r"-?[1-9][0-9]*|\$\{.*\}", value):
             raise UserError(
                 name,
                 f"must be a number of processes (>= 1; -1: one per core), got {value}",
