@@ -9,6 +9,7 @@ before anything is trained.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal, TypeVar
 
@@ -69,8 +70,37 @@ def _checked(group: str, make: Callable[[], T]) -> T:
         raise UserError(group, str(err)) from None
 
 
+# The finest scale of toy data against their extent: beyond this float32 samples and the ground
+# truth's grids cannot resolve the distribution (see `config.MAX_COORDINATE`).
+MAX_EXTENT_RATIO = 1e5
+
+
 def build_dataset(cfg: Any) -> ToyData | ImageData:
-    """The toy distribution named by ``dataset.name``, or an image dataset (read when loaded)."""
+    """The toy distribution named by ``dataset.name``, or an image dataset (read when loaded);
+    toy data whose finest scale float32 cannot resolve against their extent are refused."""
+    data = _dataset(cfg)
+    if isinstance(data, ImageData):
+        return data
+    box = data.bounds()
+    extent = float((box[:, 1] - box[:, 0]).max())
+    scale = data.length_scale()
+    if not (math.isfinite(extent) and math.isfinite(scale) and scale > 0):
+        raise UserError(
+            "dataset",
+            f"its extent ({extent:g}) or finest scale ({scale:g}) is not a "
+            "positive finite number; choose smaller coordinates and scales",
+        )
+    if extent / scale > MAX_EXTENT_RATIO:
+        raise UserError(
+            "dataset",
+            f"its finest scale ({scale:.3g}) is below 1/{MAX_EXTENT_RATIO:g} of its extent "
+            f"({extent:.3g}): float32 samples and the ground truth's grids cannot resolve it; "
+            "widen its narrowest component or bring its parts closer",
+        )
+    return data
+
+
+def _dataset(cfg: Any) -> ToyData | ImageData:
     if isinstance(cfg, C.CelebAConfig):
         if cfg.size & (cfg.size - 1):
             raise UserError(
@@ -423,3 +453,99 @@ def resolve_device(name: str, key: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise UserError(key, "cuda requested but no CUDA device is available; use auto or cpu")
     return torch.device(name)
+
+
+# --------------------------------------------------------------------------------------------
+# Memory: what a run's networks, batches and samples take, estimated from its config before any
+# of them is allocated (`gandiv.commands.runs.check_memory` compares it with what is available).
+FLOAT_BYTES = 4
+# Each parameter: itself, its gradient and the optimiser's two moments (plus an average's copy).
+PARAMETER_COPIES = 5
+# Each hidden unit of a batch: its pre-activation, activation and their gradients, for the real
+# and the generated batch.
+ACTIVATION_COPIES = 8
+
+
+def _mlp_parameters(inputs: int, width: int, depth: int, outputs: int) -> int:
+    return (inputs + 1) * width + (depth - 1) * (width + 1) * width + (width + 1) * outputs
+
+
+def memory_needs(
+    config: C.TrainConfig,
+    dim: int,
+    critic: C.MLPCriticConfig | C.DCGANCriticConfig | None,
+    batch_size: tuple[str, int],
+    samples: tuple[str, int],
+) -> dict[str, tuple[int, str]]:
+    """Bytes a vector run needs, by the config key that drives them, with what they are: the
+    networks' parameters and optimiser state, a batch's hidden units, the data and the samples.
+    `critic` is the critic trained (None: none), `batch_size` and `samples` the keys and values
+    of the batch and of the largest set of samples drawn at once. Image runs (sized by their
+    DCGAN shapes) give {}."""
+    model, objective = config.model, config.objective
+    if isinstance(model, C.DCGANGeneratorConfig) or isinstance(critic, C.DCGANCriticConfig):
+        return {}
+    needs: dict[str, tuple[int, str]] = {}
+    batch_key, batch = batch_size
+
+    def add(key: str, value: int, parameters: int, units: int, depth: tuple[str, int]) -> None:
+        bytes_ = FLOAT_BYTES * (PARAMETER_COPIES * parameters + ACTIVATION_COPIES * batch * units)
+        network = f"{key}={value}, {depth[0]}={depth[1]}"
+        needs[key] = (bytes_, f"{network} with {batch_key}={batch}")
+
+    if isinstance(model, C.FlowConfig):
+        layers = model.hidden_layers
+        add(
+            "model.width",
+            model.width,
+            model.depth * 2 * _mlp_parameters(dim, model.width, layers, dim),
+            model.depth * 2 * model.width * layers,
+            ("model.depth", model.depth),
+        )
+    elif isinstance(model, C.MLPGeneratorConfig):
+        add(
+            "model.width",
+            model.width,
+            _mlp_parameters(model.latent_dim, model.width, model.depth, dim),
+            model.width * model.depth,
+            ("model.depth", model.depth),
+        )
+    if isinstance(critic, C.MLPCriticConfig):
+        draws = (
+            getattr(objective, "samples", 1) if getattr(objective, "noise", "none") != "none" else 1
+        )
+        add(
+            "critic.width",
+            critic.width,
+            _mlp_parameters(dim, critic.width, critic.depth, 1),
+            critic.width * critic.depth * draws,
+            ("critic.depth", critic.depth),
+        )
+    if isinstance(objective, C.SpreadConfig) and objective.encoder_width is not None:
+        add(
+            "objective.encoder_width",
+            objective.encoder_width,
+            _mlp_parameters(dim, objective.encoder_width, objective.encoder_depth, 2 * dim),
+            objective.encoder_width * objective.encoder_depth * objective.samples,
+            ("objective.encoder_depth", objective.encoder_depth),
+        )
+    if isinstance(objective, C.MMDConfig):
+        kernels = len(objective.bandwidths) * len(objective.median_factors) + 3
+        needs[batch_key] = (
+            FLOAT_BYTES * 3 * kernels * (2 * batch) ** 2,
+            f"objective=mmd's kernel matrices of {batch_key}={batch}",
+        )
+    if batch_key not in needs:  # the batch's own points, drawn and scored
+        needs[batch_key] = (
+            FLOAT_BYTES * ACTIVATION_COPIES * batch * (dim + 1),
+            f"{batch_key}={batch}",
+        )
+    n_train = getattr(config.dataset, "n_train", None) or 0
+    n_test = getattr(config.dataset, "n_test", 0)
+    needs["dataset.n_train"] = (
+        2 * 8 * dim * (n_train + n_test),
+        f"dataset.n_train={n_train} and dataset.n_test={n_test} points",
+    )
+    samples_key, count = samples
+    needs[samples_key] = (2 * 8 * dim * count, f"{samples_key}={count}")
+    return needs

@@ -26,6 +26,7 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from importlib.resources import files
 from typing import Any
 
 import hydra
@@ -49,6 +50,7 @@ from gandiv.errors import (
     NumericalError,
     UserError,
     first_line,
+    out_of_memory,
 )
 from gandiv.run_dirs import (
     Refusal,
@@ -110,6 +112,26 @@ LAUNCHER_PLUGINS = {
 }
 
 
+def describe_os_error(command: str, err: OSError, multirun: bool = False) -> str:
+    """One line for a place that could not be written or read, naming it and what to do."""
+    where = err.filename or "output"
+    if command == "train":
+        key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+        advice = f"choose a writable place ({key})"
+    elif command == "sweep":
+        advice = "the sweep directory must be writable, with nothing in this file's place"
+    else:
+        advice = "the run directory must be writable, with nothing in this file's place"
+    return f"{where}: {err.strerror or err}; {advice}"
+
+
+def _quiet_broken_pipe() -> None:
+    """The reader of our output went away (`gandiv train --help | head`): stop quietly."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    raise SystemExit(0)
+
+
 @contextmanager
 def _reported(command: str) -> Iterator[None]:
     """Turn gandiv's own errors into one line and their exit code.
@@ -124,10 +146,33 @@ def _reported(command: str) -> Iterator[None]:
     except NumericalError as err:
         _fail(command, str(err), EXIT_NUMERICAL)
     except Interrupted as err:
-        sys.stderr.write(f"gandiv {command}: {err}; checkpoint saved, resume with resume=DIR\n")
+        again = (
+            f"resume with resume={err.run}"
+            if err.run is not None
+            else "run the sweep again into its hydra.sweep.dir to continue it"
+        )
+        sys.stderr.write(f"gandiv {command}: {err}; checkpoint saved, {again}\n")
         raise SystemExit(EXIT_SIGINT if err.signum == signal.SIGINT else EXIT_SIGTERM) from None
+    except BrokenPipeError:
+        _quiet_broken_pipe()
+    except OSError as err:  # a file the command writes or reads
+        _fail(
+            command, describe_os_error(command, err, "-m" in sys.argv or "--multirun" in sys.argv)
+        )
+    except (MemoryError, RuntimeError) as err:
+        if not out_of_memory(err):
+            raise
+        reason = first_line(str(err)) or type(err).__name__
+        _fail(
+            command,
+            f"out of memory ({reason}); free memory, or ask for less (smaller networks, "
+            "batches or samples)",
+        )
     except KeyboardInterrupt:  # outside the training loop (start-up, final files)
-        sys.stderr.write(f"gandiv {command}: interrupted; a run can be finished with resume=DIR\n")
+        run = HydraConfig.get().runtime.output_dir if HydraConfig.initialized() else "DIR"
+        sys.stderr.write(
+            f"gandiv {command}: interrupted; a run can be finished with resume={run}\n"
+        )
         raise SystemExit(EXIT_SIGINT) from None
 
 
@@ -315,6 +360,7 @@ def _run_app(command: str, args: list[str]) -> None:
         args = quote_paths(args)
         args = resume_args(args) if command == "train" else run_args(command, args)
         _check_modes(args)
+        _check_overrides(command, args)
         if torchrun_ranks() is not None:
             args = join_torchrun(command, args)
         if not informational(args):
@@ -335,15 +381,69 @@ def _run_app(command: str, args: list[str]) -> None:
             if isinstance(err, CompactHydraException):
                 _fail(command, describe_hydra_error(err))
             _fail(command, first_line(str(err)))
+        except BrokenPipeError:
+            _quiet_broken_pipe()
         except OSError as err:  # e.g. an output directory that cannot be created or written
-            where = err.filename or "output"
-            _fail(
-                command, f"{where}: {err.strerror or err}; choose a writable place (hydra.run.dir)"
-            )
+            multirun = "-m" in args or "--multirun" in args
+            _fail(command, describe_os_error(command, err, multirun))
         if FAILED_JOBS:
             jobs = ", ".join(job for job, _ in FAILED_JOBS)
             code = max(code for _, code in FAILED_JOBS)
             _fail(command, f"failed jobs: {jobs} (the others finished; see sweep.csv)", code)
+
+
+def _group_options(group: str) -> list[str] | None:
+    """The options of a config group of gandiv's configs (None: `group` is not a group)."""
+    if not re.fullmatch(r"[a-z_]+(/[a-z_]+)*", group):
+        return None
+    folder = files("gandiv.conf").joinpath(group)
+    if not folder.is_dir():
+        return None
+    return sorted(
+        p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml")
+    )
+
+
+def _check_overrides(command: str, args: Sequence[str]) -> None:
+    """Overrides Hydra would take and then fail on with a traceback or a misleading message: a
+    config group set to null or deleted, a required key deleted, a sweep over no values, a
+    launcher asked for no processes."""
+    for arg in args:
+        if arg.startswith("-") or ("=" not in arg and not arg.startswith("~")):
+            continue
+        key, _, value = arg.partition("=")
+        name = key.lstrip("+~")
+        options = _group_options(name)
+        if options is not None and (value == "null" or key.startswith("~")):
+            how = "deleted" if key.startswith("~") else "null"
+            raise UserError(
+                name,
+                f"a config group needs an option; it cannot be {how}: choose one with "
+                f"{name}=NAME ({', '.join(options)})",
+            )
+        if key.startswith("~") and "." in name and not name.startswith("hydra."):
+            raise UserError(
+                name,
+                f"every key of gandiv {command}'s config is needed and cannot be deleted; "
+                f"set a value instead: {name}=VALUE",
+            )
+        if name == "hydra.launcher.n_jobs" and not re.fullmatch(r"-?[1-9][0-9]*|\$\{.*\}", value):
+            raise UserError(
+                name,
+                f"must be a number of processes (>= 1; -1: one per core), got {value}",
+            )
+    if "-m" not in args and "--multirun" not in args:
+        return
+    parser = OverridesParser.create()
+    for arg in args:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        try:
+            (override,) = parser.parse_overrides([arg])
+            if override.is_sweep_override() and not list(override.sweep_string_iterator()):
+                raise UserError(arg, "sweeps over no values; a sweep needs at least one job")
+        except (OverrideParseException, ValueError, TypeError):
+            continue  # (reported by Hydra; an interval sweep has no values to list)
 
 
 def _check_modes(args: Sequence[str]) -> None:
@@ -378,11 +478,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not args:
         sys.stderr.write(USAGE)
         raise SystemExit(EXIT_USER_ERROR)
+    try:
+        _main(args)
+    except BrokenPipeError:
+        _quiet_broken_pipe()
+
+
+def _main(args: list[str]) -> None:
     if args[0] in ("-h", "--help", "help"):
         sys.stdout.write(USAGE)
+        sys.stdout.flush()
         return
     if args[0] == "--version":
         sys.stdout.write(f"gandiv {__version__}\n")
+        sys.stdout.flush()
         return
     if args[0] in ("-sc", "--shell-completion"):
         _complete(args)
@@ -392,10 +501,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.stderr.write(USAGE)
         _fail("", f"unknown command '{command}'; choose one of: {', '.join(COMMANDS)}")
     if command == "sweep":
-        try:
+        with _reported("sweep"):
             sweep(rest)
-        except UserError as err:
-            _fail("sweep", str(err))
+            sys.stdout.flush()
         return
     _run(command, rest)
 

@@ -13,6 +13,7 @@ This module imports no torch, so the command line can answer ``--help`` quickly.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,14 @@ def _spec(**constraints: Any) -> Any:
     return field(default=MISSING, metadata=constraints)
 
 
+# The toy data are float32 samples, and their ground truth is computed on grids over their
+# extent: a coordinate or a scale beyond this (a covariance entry beyond its square) would
+# overflow or lose every digit (`build.build_dataset` checks the extent against the finest scale).
+MAX_COORDINATE = 1e6
+# Whole numbers are stored in 64-bit integers (checkpoints, tensors, the step counter).
+MAX_INT = 2**63 - 1
+
+
 # --------------------------------------------------------------------------------------------
 # dataset/
 @dataclass
@@ -43,41 +52,41 @@ class DatasetConfig:
 @dataclass
 class MixtureConfig(DatasetConfig):
     weights: list[float] = _spec()
-    means: list[list[float]] = _spec()
-    stds: list[float] | None = _spec()
-    covs: list[list[list[float]]] | None = _spec()
+    means: list[list[float]] = _spec(magnitude=MAX_COORDINATE)
+    stds: list[float] | None = _spec(magnitude=MAX_COORDINATE)
+    covs: list[list[list[float]]] | None = _spec(magnitude=MAX_COORDINATE**2)
 
 
 @dataclass
 class GaussianDataConfig(DatasetConfig):
-    mean: list[float] = _spec()
-    cov: list[list[float]] = _spec()
+    mean: list[float] = _spec(magnitude=MAX_COORDINATE)
+    cov: list[list[float]] = _spec(magnitude=MAX_COORDINATE**2)
 
 
 @dataclass
 class SwissRollConfig(DatasetConfig):
-    noise: float = _spec(gt=0.0)
-    scale: float = _spec(gt=0.0)
+    noise: float = _spec(gt=0.0, le=MAX_COORDINATE)
+    scale: float = _spec(gt=0.0, le=MAX_COORDINATE)
 
 
 @dataclass
 class LineConfig(DatasetConfig):
-    start: list[float] = _spec()
-    end: list[float] = _spec()
-    width: float = _spec(ge=0.0)
+    start: list[float] = _spec(magnitude=MAX_COORDINATE)
+    end: list[float] = _spec(magnitude=MAX_COORDINATE)
+    width: float = _spec(ge=0.0, le=MAX_COORDINATE)
 
 
 @dataclass
 class CircleConfig(DatasetConfig):
-    center: list[float] = _spec(length=2)
-    radius: float = _spec(gt=0.0)
-    width: float = _spec(ge=0.0)
+    center: list[float] = _spec(length=2, magnitude=MAX_COORDINATE)
+    radius: float = _spec(gt=0.0, le=MAX_COORDINATE)
+    width: float = _spec(ge=0.0, le=MAX_COORDINATE)
 
 
 @dataclass
 class ICAConfig(DatasetConfig):
     dim: int = _spec(ge=1, le=64)
-    mixing: list[list[float]] | None = _spec()
+    mixing: list[list[float]] | None = _spec(magnitude=MAX_COORDINATE)
     mixing_seed: int = _spec(ge=0)
 
 
@@ -376,7 +385,7 @@ class EvalCriticConfig:
     )  # rows of gandiv.divergences or "wasserstein", checked when built
     steps: int = _spec(ge=1)
     batch_size: int = _spec(ge=2)
-    lr: float = _spec(gt=0.0)
+    lr: float = _spec(gt=0.0, le=1e3)
     ema: float = _spec(ge=0.0, lt=1.0)
     gradient_penalty: float = _spec(ge=0.0)
     one_sided: bool = _spec()
@@ -443,6 +452,17 @@ def _check_value(key: str, value: Any, constraints: dict[str, Any]) -> None:
         for item in value:
             _check_value(key, item, {k: v for k, v in constraints.items() if k != "length"})
         return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UserError(key, f"must be a finite number, got {value}")
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
+        raise UserError(key, f"must fit a 64-bit integer (at most {MAX_INT}), got {value}")
+    magnitude = constraints.get("magnitude")
+    if magnitude is not None and isinstance(value, int | float) and abs(value) > magnitude:
+        raise UserError(
+            key,
+            f"must be within ±{magnitude:g} (the data are float32 samples, their ground truth "
+            f"is computed on grids over their extent), got {value:g}",
+        )
     if "choices" in constraints and value not in constraints["choices"]:
         allowed = ", ".join(constraints["choices"])
         raise UserError(key, f"'{value}' is not allowed; choose one of: {allowed}")

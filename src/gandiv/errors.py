@@ -36,11 +36,23 @@ class NumericalError(Exception):
 class Interrupted(Exception):
     """Training stopped by SIGINT/SIGTERM after saving a checkpoint (exit 130/143)."""
 
-    def __init__(self, signum: int) -> None:
+    def __init__(self, signum: int, run: str | None = None) -> None:
         super().__init__(f"interrupted by signal {signum}")
         self.signum = signum
+        self.run = run  # the run directory to resume (None: several, e.g. a vectorised group)
 
 
 def first_line(text: str) -> str:
     """The first non-blank line of `text`, stripped (a message's one line)."""
     return next((line.strip() for line in text.splitlines() if line.strip()), text)
+
+
+def out_of_memory(err: BaseException) -> bool:
+    """Whether `err` is an allocation that failed: Python's MemoryError, or torch's RuntimeError
+    (its CPU allocator's "can't allocate memory", CUDA's "out of memory")."""
+    if isinstance(err, MemoryError):
+        return True
+    text = str(err).lower()
+    return isinstance(err, RuntimeError) and any(
+        phrase in text for phrase in ("out of memory", "can't allocate memory", "cannot allocate")
+    )

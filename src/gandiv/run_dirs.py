@@ -352,6 +352,19 @@ def join_torchrun(command: str, args: list[str]) -> list[str]:
     return [*args, "hydra.output_subdir=null", "hydra/job_logging=disabled"]
 
 
+def refuse_read_only(key: str, path: Path, then: str) -> None:
+    """A command that writes into an existing run (or sweep) refuses one it cannot write: the
+    directory, or a file or folder in it, is read-only."""
+    for folder, names, files in os.walk(path):
+        for entry in [folder, *(os.path.join(folder, n) for n in (*names, *files))]:
+            if not os.path.islink(entry) and not os.access(entry, os.W_OK):
+                raise UserError(
+                    key,
+                    f"'{entry}' is read-only; make the run writable (chmod -R u+w '{path}') "
+                    f"to {then}",
+                )
+
+
 def resume_args(args: list[str]) -> list[str]:
     """`resume=DIR`: reuse the run's own overrides, continue in DIR, keep its .hydra/ intact."""
     run = arg_value(args, "resume")
@@ -377,6 +390,7 @@ def resume_args(args: list[str]) -> list[str]:
     checkpoints = path / "checkpoints"
     if not any((checkpoints / name).is_file() for name in ("last.pt", "prev.pt")):
         raise UserError("resume", f"'{run}' has no checkpoints/last.pt to resume from")
+    refuse_read_only("resume", path, "continue it")
     ranks = torchrun_ranks()
     if ranks is None or ranks.main:  # (torchrun: rank 0 holds the run's lock)
         lock_directory(path)
@@ -404,10 +418,13 @@ def run_args(command: str, args: list[str]) -> list[str]:
     if run is None:
         raise UserError("run", f"missing; usage: gandiv {command} run=DIR")
     path = Path(run)
+    then = "evaluate it" if command == "eval" else "draw its figures"
     if (path / ".hydra" / "config.yaml").is_file():
+        refuse_read_only("run", path, then)
         lock_directory(path)
         return args
     if command == "eval" and path.is_dir() and any(path.glob("*/.hydra/config.yaml")):
+        refuse_read_only("run", path, then)
         lock_directory(path)  # the sweep's root, then each of its jobs
         for job in sorted(path.glob("*/.hydra/config.yaml")):
             lock_directory(job.parent.parent)

@@ -19,14 +19,15 @@ import io
 import json
 import logging
 import math
+import os
 import statistics
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from gandiv.errors import EXIT_CRASH, FAILED_JOBS
+from gandiv.errors import EXIT_CRASH, FAILED_JOBS, UserError, first_line
 from gandiv.plotting.curves import sweep_figure
 from gandiv.training.run_dir import atomic_write_bytes
 
@@ -83,19 +84,50 @@ def unhealthy(rows: list[dict[str, Any]]) -> str | None:
     return f"jobs completed with health warnings: {', '.join(jobs)} (see sweep.csv)"
 
 
+def _damaged(path: Path, err: Exception) -> UserError:
+    reason = err.strerror if isinstance(err, OSError) and err.strerror else first_line(str(err))
+    return UserError(
+        str(path),
+        f"unreadable ({reason}); the job's file is damaged: restore it, or move the job "
+        "out of the sweep",
+    )
+
+
+def _read_overrides(path: Path) -> list[str]:
+    """A job's .hydra/overrides.yaml: a list of `key=value` strings."""
+    try:
+        overrides = OmegaConf.load(path)
+    except Exception as err:  # YAML errors, a directory, a file that cannot be read
+        raise _damaged(path, err) from None
+    if not isinstance(overrides, ListConfig) or not all(isinstance(o, str) for o in overrides):
+        raise UserError(str(path), "not a list of overrides (key=value); the file is damaged")
+    return [str(o) for o in overrides]
+
+
+def _read_summary(path: Path) -> dict[str, Any]:
+    """A job's summary.json: a JSON object."""
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise _damaged(path, err) from None
+    if not isinstance(summary, dict):
+        raise UserError(str(path), "not a JSON object; the file is damaged")
+    return summary
+
+
 def job_rows(root: Path) -> list[dict[str, Any]]:
     """One row per job directory under `root` (a multirun's sweep directory)."""
-    jobs = [p for p in root.iterdir() if (p / ".hydra" / "overrides.yaml").is_file()]
+    jobs = [p for p in root.iterdir() if (p / ".hydra" / "overrides.yaml").exists()]
     rows = []
     for job in sorted(
         jobs, key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name)
     ):
-        overrides = [str(o) for o in OmegaConf.load(job / ".hydra" / "overrides.yaml")]
+        overrides = _read_overrides(job / ".hydra" / "overrides.yaml")
         row: dict[str, Any] = {"job": job.name}
         row.update(dict(o.lstrip("+~").split("=", 1) for o in overrides if "=" in o))
         summary_path = job / "summary.json"
-        if summary_path.is_file():
-            summary = json.loads(summary_path.read_text())
+        if summary_path.exists():
+            summary = _read_summary(summary_path)
             row["status"] = "ok" if summary.get("status") == "completed" else summary.get("status")
             for key in ("exit_code", "error"):
                 if key in summary:
@@ -238,19 +270,48 @@ def describe(root: Path, rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_sweep_summary(root: Path) -> list[dict[str, Any]]:
-    """Write ``sweep.csv``, ``sweep.png`` and (where it applies) the comparison table."""
-    rows = job_rows(root)
+def write_summary_file(path: Path, data: bytes) -> None:
+    """One summary file at a sweep's root (atomic); a place that cannot take it is named."""
+    try:
+        atomic_write_bytes(path, data)
+    except OSError as err:
+        raise UserError(
+            str(path),
+            f"cannot be written ({err.strerror or err}); make the sweep directory writable "
+            "(and remove anything in the file's place), then run gandiv sweep summarize "
+            f"{path.parent}",
+        ) from None
+
+
+def check_summary_places(root: Path, names: tuple[str, ...] = SUMMARY_FILES) -> None:
+    """Before a sweep's summary files are written: each one's place can take a file."""
+    for name in names:
+        path = root / name
+        if path.is_dir() or (path.exists() and not os.access(path, os.W_OK)):
+            raise UserError(
+                str(path),
+                "cannot be written (a folder or a read-only file is in its place); move it away, "
+                f"then summarize the sweep again (gandiv sweep summarize {root})",
+            )
+
+
+def write_sweep_summary(
+    root: Path, rows: list[dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """Write ``sweep.csv``, ``sweep.png`` and (where it applies) the comparison table; every job's
+    files are read (`rows`, if not given) before anything is written."""
+    rows = job_rows(root) if rows is None else rows
     if not rows:
         return rows
-    atomic_write_bytes(root / "sweep.csv", csv_text(rows).encode())
+    check_summary_places(root)
+    write_summary_file(root / "sweep.csv", csv_text(rows).encode())
     seeds = seed_table(rows)
     if seeds:
-        atomic_write_bytes(root / "seeds.csv", csv_text(seeds).encode())
+        write_summary_file(root / "seeds.csv", csv_text(seeds).encode())
     table = comparison_table(rows)
     if table:
-        atomic_write_bytes(root / "table.csv", csv_text(table).encode())
-        atomic_write_bytes(root / "table.md", _markdown(table).encode())
+        write_summary_file(root / "table.csv", csv_text(table).encode())
+        write_summary_file(root / "table.md", _markdown(table).encode())
     x_key, group_keys = swept_keys(rows)
     metrics = [m for m in DRAWN if any(m in r for r in rows)]
     if x_key is not None and metrics:
@@ -260,7 +321,7 @@ def write_sweep_summary(root: Path) -> list[dict[str, Any]]:
         figure = sweep_figure(rows, x_key, metrics, group_keys, title)
         buffer = io.BytesIO()
         figure.savefig(buffer, format="png", dpi=100)
-        atomic_write_bytes(root / "sweep.png", buffer.getvalue())
+        write_summary_file(root / "sweep.png", buffer.getvalue())
     return rows
 
 

@@ -10,6 +10,7 @@ Placeholders in the arguments name directories made for the entry (see `BROKEN`)
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 import torch
 
+from gandiv import config as C
 from gandiv.build import check_combination
 from gandiv.config import ObjectiveConfig
 from gandiv.data.toy import gaussian
@@ -75,6 +77,28 @@ def _corrupt_celeba(path: Path, runs: dict[str, Path]) -> Path:
     return path
 
 
+def _sweep(edit: Callable[[Path], object]) -> Callable[[Path, dict[str, Path]], Path]:
+    """A finished sweep of two jobs (copies of the gaussian run), broken by `edit`."""
+
+    def make(path: Path, runs: dict[str, Path]) -> Path:
+        path.mkdir()
+        for job in ("0", "1"):
+            copy_run(runs["gaussian"], path / job)
+            (path / job / ".hydra" / "overrides.yaml").write_text(f"- trainer.seed={job}\n")
+        edit(path)
+        return path
+
+    return make
+
+
+def _replace_with_folder(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+    (path / "inside").mkdir(parents=True)
+
+
 def _outside(path: Path, runs: dict[str, Path]) -> Path:
     """A folder outside the hashed tree: a cache folder, where the build's lock file stays."""
     return path.parent.with_name(f"{path.parent.name}-{path.name}")
@@ -111,6 +135,30 @@ BROKEN: dict[str, Callable[[Path, dict[str, Path]], Path]] = {
     "bad_config": _copy(lambda run: (run / ".hydra" / "config.yaml").write_text("a: [1\n")),
     "celeba_corrupt": _corrupt_celeba,
     "cache": _outside,
+    # checkpoints with steps no run reaches
+    "negative_step": _copy(lambda run: _edit_checkpoint(run, lambda s: {**s, "step": -5})),
+    "huge_step": _copy(lambda run: _edit_checkpoint(run, lambda s: {**s, "step": 2**70})),
+    "text_step": _copy(lambda run: _edit_checkpoint(run, lambda s: {**s, "step": "40"})),
+    # files replaced by folders
+    "metrics_folder": _copy(lambda run: _replace_with_folder(run / "metrics.jsonl")),
+    "checkpoint_folder": _copy(lambda run: _replace_with_folder(run / "checkpoints" / "last.pt")),
+    "config_folder": _copy(lambda run: _replace_with_folder(run / ".hydra" / "config.yaml")),
+    "binary_metrics": _copy(lambda run: (run / "metrics.jsonl").write_bytes(b"\xff\xfe\x00" * 9)),
+    # sweeps with one damaged job file, or a summary file's place taken
+    "sweep_truncated_summary": _sweep(lambda root: _truncate(root / "1" / "summary.json", 0.5)),
+    "sweep_summary_list": _sweep(lambda root: (root / "1" / "summary.json").write_text("[1]\n")),
+    "sweep_summary_folder": _sweep(lambda root: _replace_with_folder(root / "1" / "summary.json")),
+    "sweep_bad_overrides": _sweep(
+        lambda root: (root / "1" / ".hydra" / "overrides.yaml").write_text("- [a\n")
+    ),
+    "sweep_overrides_mapping": _sweep(
+        lambda root: (root / "1" / ".hydra" / "overrides.yaml").write_text("a: 1\n")
+    ),
+    "sweep_overrides_folder": _sweep(
+        lambda root: _replace_with_folder(root / "1" / ".hydra" / "overrides.yaml")
+    ),
+    "sweep_csv_folder": _sweep(lambda root: _replace_with_folder(root / "sweep.csv")),
+    "sweep_png_folder": _sweep(lambda root: _replace_with_folder(root / "sweep.png")),
 }
 
 # (arguments, text the one line must contain: the key or file, and what is allowed)
@@ -225,7 +273,10 @@ CATALOGUE = [
     (["train", "dataset.n_test=0"], "dataset.n_test: must be >= 2"),
     (["train", "dataset.n_train=0"], "dataset.n_train: must be >= 1, got 0"),
     (["train", "dataset=swiss_roll", "dataset.noise=-0.1"], "dataset.noise: must be > 0.0"),
-    (["train", "dataset=swiss_roll", "dataset.scale=0"], "dataset.scale: must be > 0.0, got 0.0"),
+    (
+        ["train", "dataset=swiss_roll", "dataset.scale=0"],
+        "dataset.scale: must be > 0.0 and <= 1000000.0, got 0.0",
+    ),
     (
         ["train", "dataset.n_train=100", "trainer.batch_size=512"],
         "trainer.batch_size: 512 is larger than the training set (dataset.n_train=100)",
@@ -256,7 +307,10 @@ CATALOGUE = [
         ["train", "objective=spread", "objective.noise=cauchy"],
         "objective.noise: 'cauchy' is not allowed; choose one of: gaussian, laplace",
     ),
-    (["train", "dataset=line", "dataset.width=-1"], "dataset.width: must be >= 0.0, got -1.0"),
+    (
+        ["train", "dataset=line", "dataset.width=-1"],
+        "dataset.width: must be >= 0.0 and <= 1000000.0, got -1.0",
+    ),
     (["train", "dataset=ica", "dataset.dim=0"], "dataset.dim: must be >= 1 and <= 64, got 0"),
     (
         ["train", "model=flow", "dataset.means=[[-1],[1]]"],
@@ -416,6 +470,219 @@ CATALOGUE = [
 ]
 
 
+# Every number of every config group: infinite and NaN floats, whole numbers beyond 64 bits.
+# (the arguments that select the option, its key prefix, its schema)
+OPTIONS: list[tuple[list[str], str, type]] = [
+    ([], "trainer", C.TrainerConfig),
+    ([], "plot", C.PlotConfig),
+    ([], "model", C.GaussianModelConfig),
+    (["model=flow"], "model", C.FlowConfig),
+    (["model=mlp", "objective=gan"], "model", C.MLPGeneratorConfig),
+    (["model=linear", "objective=gan"], "model", C.LinearGeneratorConfig),
+    (["objective=gan"], "critic", C.MLPCriticConfig),
+    (["objective=gan"], "objective", C.AdversarialConfig),
+    (["objective=fgan"], "objective", C.FGANConfig),
+    (["objective=js_pi"], "objective", C.JSPiConfig),
+    (["objective=direct"], "objective", C.DirectConfig),
+    (["objective=mmd"], "objective", C.MMDConfig),
+    (["objective=spread", "model=mlp"], "objective", C.SpreadConfig),
+    ([], "dataset", C.MixtureConfig),
+    (["dataset=gaussian"], "dataset", C.GaussianDataConfig),
+    (["dataset=swiss_roll"], "dataset", C.SwissRollConfig),
+    (["dataset=line"], "dataset", C.LineConfig),
+    (["dataset=circle"], "dataset", C.CircleConfig),
+    (["dataset=ica"], "dataset", C.ICAConfig),
+]
+EVAL_OPTIONS: list[tuple[str, type]] = [
+    ("", C._EvalTop),
+    ("critic", C.MLPCriticConfig),
+    ("eval", C.EvalOptions),
+    ("eval.critic", C.EvalCriticConfig),
+]
+
+
+def _nested(annotation: str, value: str) -> str | None:
+    """`value` written where `annotation` expects it (each list of two), None: not a number."""
+    kind = annotation.removesuffix(" | None")
+    if kind in ("float", "int"):
+        return value
+    if kind.startswith("list["):
+        inner = _nested(kind[len("list[") : -1], value)
+        return None if inner is None else f"[{inner},{inner}]"
+    return None
+
+
+def _number_entries() -> list[tuple[list[str], str]]:
+    """inf, -inf and nan for every float key, 2^64 for every whole-number key."""
+    entries = []
+    fields = [
+        (["train", *args], prefix, f)
+        for args, prefix, schema in OPTIONS
+        for f in dataclasses.fields(schema)
+    ]
+    fields += [
+        (["eval", "run={run}"], prefix, f)
+        for prefix, schema in EVAL_OPTIONS
+        for f in dataclasses.fields(schema)
+    ]
+    seen = set()
+    for args, prefix, f in fields:
+        key = f"{prefix}.{f.name}" if prefix else f.name
+        kind = str(f.type).removesuffix(" | None")
+        if key in seen or "bool" in kind or "str" in kind or key == "run":
+            continue
+        seen.add(key)
+        values = [
+            ("inf", "must be a finite number, got inf"),
+            ("nan", "must be a finite number, got nan"),
+        ]
+        if "float" not in kind:
+            values = [(str(2**64), f"must fit a 64-bit integer (at most {2**63 - 1}), got")]
+        elif key in ("trainer.lr", "model.init_std"):
+            values.append(("-inf", "must be a finite number, got -inf"))
+        for value, message in values:
+            written = _nested(str(f.type), value)
+            if written is not None:
+                entries.append(([*args, f"{key}={written}"], f"{key}: {message}"))
+    return entries
+
+
+CATALOGUE += _number_entries()
+CATALOGUE += [
+    # values that pass their own check and overflow later, or that float32 cannot resolve
+    (["train", "dataset.means=[[1e308,0],[0,1]]"], "dataset.means: must be within ±1e+06"),
+    (["train", "dataset.means=[[-1e7,0],[0,1]]"], "dataset.means: must be within ±1e+06 (the"),
+    (["train", "dataset.stds=[1e300,1]"], "dataset.stds: must be within ±1e+06"),
+    (
+        ["train", "dataset=gaussian", "dataset.cov=[[1e-320,0],[0,1]]"],
+        "dataset: its finest scale (1e-160) is below 1/100000 of its extent (…): float32 samples",
+    ),
+    (
+        ["train", "dataset.stds=null", "dataset.covs=[[[1e13,0],[0,1]],[[1,0],[0,1]]]"],
+        "dataset.covs: must be within ±1e+12",
+    ),
+    (["train", "dataset.stds=[1e-9,1e-9]"], "dataset: its finest scale (1e-09) is below 1/100000"),
+    (["train", "dataset.means=[[9e5,0],[0,1]]"], "dataset: its finest scale (0.4) is below"),
+    (["train", "dataset=swiss_roll", "dataset.noise=1e-12"], "dataset: its finest scale (… below"),
+    (["train", "dataset=swiss_roll", "dataset.scale=1e300"], "dataset.scale: must be > 0.0 and"),
+    (["train", "dataset=line", "dataset.end=[1e300,0]"], "dataset.end: must be within ±1e+06"),
+    (["train", "dataset=circle", "dataset.radius=1e300"], "dataset.radius: must be > 0.0 and <="),
+    (["train", "dataset=circle", "dataset.center=[1e7,0]"], "dataset.center: must be within"),
+    (["train", "dataset=ica", "dataset.mixing=[[1e300,0],[0,1]]"], "dataset.mixing: must be with"),
+    (["train", "dataset.weights=[1e308,1e308]"], "dataset: weights must sum to 1"),
+    (
+        ["train", "objective=gan", "objective.noise=gaussian", "objective.sigma=1e309"],
+        "objective.sigma: must be a finite number, got inf",
+    ),
+    (["train", "trainer.steps=99999999999999999999999"], "trainer.steps: must fit a 64-bit"),
+    (["train", "trainer.seed=-99999999999999999999999"], "trainer.seed: must fit a 64-bit"),
+    # the machine's resources: threads beyond its cores, networks and batches beyond its memory
+    (["train", "trainer.threads=100000"], "trainer.threads: must be between 1 and … (the cores"),
+    (["eval", "run={run}", "threads=100000"], "threads: must be between 1 and … (the cores this"),
+    (
+        ["train", "objective=gan", "critic.width=1000000"],
+        "critic.width: this needs about … TB of memory (critic.width=1000000, critic.depth=… with "
+        "trainer.batch_size=512: … TB), but … are available on this machine; make critic.width",
+    ),
+    (
+        ["train", "objective=gan", "critic.depth=1000000"],
+        "critic.width: this needs about … TB of memory (critic.width=128, critic.depth=1000000 "
+        "with trainer.batch_size=512: … TB), but … make critic.width or critic.depth smaller",
+    ),
+    (["train", "model=flow", "model.width=1000000"], "model.width: this needs about … of memory"),
+    (
+        ["train", "model=mlp", "objective=gan", "model.width=1000000"],
+        "model.width: this needs about",
+    ),
+    (["train", "dataset.n_train=1000000000000"], "dataset.n_train: this needs about … TB of"),
+    (
+        ["train", "objective=mmd", "dataset.n_train=10000000", "trainer.batch_size=10000000"],
+        "trainer.batch_size: this needs about … of memory (objective=mmd's kernel matrices of",
+    ),
+    (
+        ["train", "objective=spread", "model=mlp", "objective.encoder_width=1000000"],
+        "objective.encoder_width: this needs about",
+    ),
+    (["eval", "run={run}", "critic.width=1000000"], "critic.width: this needs about … TB of mem"),
+    # nonsense that validates key by key
+    (
+        [
+            "eval",
+            "run={run}",
+            "eval.critic.divergences=[wasserstein]",
+            "eval.critic.gradient_penalty=0",
+        ],
+        "eval.critic.gradient_penalty: wasserstein needs a Lipschitz critic: a gradient penalty",
+    ),
+    (["eval", "run={run}", "eval.critic.divergences=[js,kl,js]"], "divergences: lists js more th"),
+    (["eval", "run={run}", "eval.pis=[0.5,0.5]"], "eval.pis: lists 0.5 more than once"),
+    (["eval", "run={run}", "eval.nearest=[kl,kl]"], "eval.nearest: lists kl more than once"),
+    (["eval", "run={run}", "eval.critic.lr=1e30"], "eval.critic.lr: must be > 0.0 and <= 1000.0"),
+    (["train", "-m", "trainer.seed=range(0)"], "trainer.seed=range(0): sweeps over no values; a"),
+    (["train", "-m", "trainer.seed=range(3,3)"], "trainer.seed=range(3,3): sweeps over no value"),
+    (["train", "-m", "trainer.seed=range(5,0)"], "trainer.seed=range(5,0): sweeps over no value"),
+    # config groups and keys removed
+    (["train", "trainer=null"], "trainer: a config group needs an option; it cannot be null: cho"),
+    (["train", "~trainer"], "trainer: a config group needs an option; it cannot be deleted"),
+    (["train", "dataset=null"], "dataset: a config group needs an option; it cannot be null"),
+    (["train", "objective=null"], "objective: a config group needs an option; it cannot be null"),
+    (["eval", "run={run}", "critic=null"], "critic: a config group needs an option; it cannot be"),
+    (["train", "~trainer.steps"], "trainer.steps: every key of gandiv train's config is needed a"),
+    (["train", "~dataset.n_test"], "dataset.n_test: every key of gandiv train's config is needed"),
+    (["eval", "run={run}", "~eval.critic.steps"], "eval.critic.steps: every key of gandiv eval's"),
+    # launchers asked for nothing
+    (
+        ["train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=0", "trainer.seed=0,1"],
+        "hydra.launcher.n_jobs: must be a number of processes (>= 1; -1: one per core), got 0",
+    ),
+    (
+        ["train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=two", "trainer.seed=0,1"],
+        "hydra.launcher.n_jobs: must be a number of processes",
+    ),
+    (
+        ["train", "-m", "trainer.seed=0,1", "hydra.sweep.dir=/proc/gandiv-sweep"],
+        "/proc/gandiv-sweep: No such file or directory; choose a writable place (hydra.sweep.dir)",
+    ),
+    # checkpoints with steps no run reaches
+    (["eval", "run={negative_step}"], "negative_step/checkpoints/last.pt: records step -5, which"),
+    (["plot", "run={negative_step}"], "negative_step/checkpoints/last.pt: records step -5"),
+    (["eval", "run={huge_step}"], "huge_step/checkpoints/last.pt: records step 1180591620717411"),
+    (["plot", "run={huge_step}"], "huge_step/checkpoints/last.pt: records step"),
+    (["plot", "run={text_step}"], "text_step/checkpoints/last.pt: records step '40', which no"),
+    # files replaced by folders, or unreadable
+    (["plot", "run={metrics_folder}"], "metrics_folder/metrics.jsonl: unreadable (Is a directory"),
+    (["plot", "run={binary_metrics}"], "binary_metrics/metrics.jsonl: unreadable (not UTF-8 text"),
+    (["eval", "run={checkpoint_folder}"], "checkpoint_folder/checkpoints/last.pt: missing; this"),
+    (["plot", "run={checkpoint_folder}"], "checkpoint_folder/checkpoints/last.pt: missing; this"),
+    (["eval", "run={config_folder}"], "is not a gandiv run or sweep directory (no .hydra/config"),
+    (["plot", "run={config_folder}"], "is not a gandiv run directory (no .hydra/config.yaml)"),
+    (["train", "resume={checkpoint_folder}"], "has no checkpoints/last.pt to resume from"),
+    (["train", "resume={config_folder}"], "config_folder/.hydra/config.yaml: unreadable ("),
+    # a sweep with one damaged job file, or a summary file's place taken: nothing is written
+    (
+        ["sweep", "summarize", "{sweep_truncated_summary}"],
+        "sweep_truncated_summary/1/summary.json: unreadable (Unterminated string … the job's file "
+        "is damaged: restore it, or move the job out of the sweep",
+    ),
+    (["sweep", "summarize", "{sweep_summary_list}"], "1/summary.json: not a JSON object; the file"),
+    (["sweep", "summarize", "{sweep_summary_folder}"], "1/summary.json: unreadable (Is a direct"),
+    (["sweep", "summarize", "{sweep_bad_overrides}"], "1/.hydra/overrides.yaml: unreadable (whil"),
+    (["sweep", "summarize", "{sweep_overrides_mapping}"], "1/.hydra/overrides.yaml: not a list o"),
+    (["sweep", "summarize", "{sweep_overrides_folder}"], "1/.hydra/overrides.yaml: unreadable (Is"),
+    (
+        ["sweep", "summarize", "{sweep_csv_folder}"],
+        "sweep_csv_folder/sweep.csv: cannot be written (a folder or a read-only file is in its "
+        "place); move it away, then summarize the sweep again",
+    ),
+    (["sweep", "summarize", "{sweep_png_folder}"], "sweep_png_folder/sweep.png: cannot be writte"),
+    (["eval", "run={sweep_truncated_summary}"], "sweep_truncated_summary/1/summary.json: unreadab"),
+    (["eval", "run={sweep_summary_folder}"], "sweep_summary_folder/1/summary.json: unreadable ("),
+    (["eval", "run={sweep_bad_overrides}"], "sweep_bad_overrides/1/.hydra/overrides.yaml: unread"),
+    (["eval", "run={sweep_csv_folder}"], "sweep_csv_folder/sweep.csv: cannot be written (a folder"),
+    (["sweep", "summarize", "{run}"], "not a gandiv sweep directory (no */.hydra/overrides.yaml)"),
+]
+
+
 def _fill(text: str, made: dict[str, Path]) -> str:
     for name, path in made.items():
         text = text.replace(f"{{{name}}}", str(path))
@@ -437,7 +704,11 @@ def _budgeted(catalogue: list[tuple[list[str], str]]) -> list[Any]:
     seen: set[str] = set()
     params = []
     for args, message in catalogue:
-        check = re.match(r"(\w+)\.[\w.]+: (must be [<>]|'[^']*' is not allowed)", message)
+        check = re.match(
+            r"(\w+)\.[\w.]+: (must be [<>]|must be a finite|must fit a 64-bit|'[^']*' is not "
+            r"allowed)",
+            message,
+        )
         group = check.group(1) if check else None
         marks = [pytest.mark.slow] if group in seen else []
         if group is not None:

@@ -21,9 +21,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from gandiv import config as C
-from gandiv.build import build_critic, resolve_device
+from gandiv.build import build_critic, memory_needs, resolve_device
 from gandiv.commands.runs import (
     cached_search,
+    check_memory,
+    check_threads,
     ideal_block,
     ideal_search,
     load_run,
@@ -34,7 +36,7 @@ from gandiv.data.images import ImageData, ImageSplits
 from gandiv.data.splits import ToySplits
 from gandiv.data.toy import ToyData
 from gandiv.divergences import DIVERGENCE_NAMES, get_divergence
-from gandiv.errors import UserError
+from gandiv.errors import NumericalError, UserError
 from gandiv.evaluation.critic import CriticBudget, independent_critics
 from gandiv.evaluation.ideal import GaussianFit, nearest_divergence
 from gandiv.evaluation.report import CriticEstimates, image_report, vector_report
@@ -42,9 +44,16 @@ from gandiv.models import GaussianModel
 from gandiv.models.base import GenerativeModel
 from gandiv.objectives.base import Objective
 from gandiv.objectives.spread import SpreadKL
-from gandiv.sweep import csv_text, write_sweep_summary
+from gandiv.sweep import (
+    SUMMARY_FILES,
+    check_summary_places,
+    csv_text,
+    job_rows,
+    write_summary_file,
+    write_sweep_summary,
+)
 from gandiv.training.figures import save_figures
-from gandiv.training.run_dir import RunDirectory, atomic_write_bytes
+from gandiv.training.run_dir import RunDirectory
 
 log = logging.getLogger("gandiv")
 
@@ -54,6 +63,20 @@ def evaluate_run(path: Path, options: C.EvalConfig) -> dict[str, Any]:
     config, state = load_run(path)
     device = resolve_device(options.device, "device")
     data, model, objective = restore(path, config, state, device)
+    if not isinstance(data, ImageData):
+        critic = options.eval.critic
+        check_memory(
+            memory_needs(
+                config,
+                data.dim,
+                options.critic if critic.divergences else None,
+                ("eval.critic.batch_size", critic.batch_size),
+                (
+                    "eval.critic.model_samples",
+                    max(critic.model_samples or 0, options.eval.num_samples),
+                ),
+            )
+        )
     if isinstance(data, ImageData):
         return _evaluate_images(path, options, config, state, data, model, objective, device)
     if isinstance(options.critic, C.DCGANCriticConfig):
@@ -248,6 +271,32 @@ def _flatten(prefix: str, value: Any) -> dict[str, Any]:
     return {prefix: value}
 
 
+def _check_critic_settings(options: C.EvalConfig) -> None:
+    """Settings that validate one by one but make no sense together: a list naming a value
+    twice, a Wasserstein critic with nothing keeping it Lipschitz (its estimate grows without
+    bound)."""
+    settings = options.eval
+    lists: list[tuple[str, list[str]]] = [
+        ("eval.critic.divergences", settings.critic.divergences),
+        ("eval.nearest", settings.nearest),
+        ("eval.pis", [str(pi) for pi in settings.pis]),
+    ]
+    for key, values in lists:
+        twice = sorted({v for v in values if values.count(v) > 1})
+        if twice:
+            raise UserError(key, f"lists {', '.join(twice)} more than once; name each once")
+    lipschitz = settings.critic.gradient_penalty > 0 or getattr(
+        options.critic, "spectral_norm", False
+    )
+    if "wasserstein" in settings.critic.divergences and not lipschitz:
+        raise UserError(
+            "eval.critic.gradient_penalty",
+            "wasserstein needs a Lipschitz critic: a gradient penalty > 0 (e.g. "
+            "eval.critic.gradient_penalty=10) or critic.spectral_norm=true; without either its "
+            "estimate grows without bound, got 0",
+        )
+
+
 def evaluate(cfg: DictConfig) -> None:
     """`gandiv eval run=DIR`: DIR/eval.json; for a sweep, every job's, and eval.csv with the
     rebuilt sweep.csv/sweep.png at its root."""
@@ -263,17 +312,22 @@ def evaluate(cfg: DictConfig) -> None:
             raise UserError(
                 "eval.nearest", f"'{name}' is not one of: {', '.join(DIVERGENCE_NAMES)}"
             )
+    _check_critic_settings(options)
+    check_threads("threads", options.threads)
     if options.threads is not None:
         torch.set_num_threads(options.threads)
     root = Path(options.run)
     single = (root / ".hydra" / "config.yaml").is_file()
     runs = [root] if single else sorted(p.parent.parent for p in root.glob("*/.hydra/config.yaml"))
+    if not single:  # every job's files are read, every summary's place checked, before writing
+        job_rows(root)
+        check_summary_places(root, (*SUMMARY_FILES, "eval.csv"))
     rows = []
     for path in runs:
         started = time.perf_counter()
         try:
             report = evaluate_run(path, options)
-        except UserError as err:
+        except (UserError, NumericalError) as err:
             if single:
                 raise
             log.error("eval of %s failed: %s", path, err)
@@ -291,7 +345,7 @@ def evaluate(cfg: DictConfig) -> None:
         )
         log.info("eval of %s at step %d: %s", path, report["step"], shown)
     if not single:
-        atomic_write_bytes(root / "eval.csv", csv_text(rows).encode())
+        write_summary_file(root / "eval.csv", csv_text(rows).encode())
         write_sweep_summary(root)  # sweep.csv and sweep.png too (e.g. for a sweep run elsewhere)
         failed = [r["job"] for r in rows if r["status"] != "ok"]
         if failed:

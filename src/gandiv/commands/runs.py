@@ -11,6 +11,9 @@ rows, share them.
 from __future__ import annotations
 
 import logging
+import os
+import re
+import resource
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +24,7 @@ from gandiv.build import build_dataset, build_model, build_objective
 from gandiv.data.images import ImageData
 from gandiv.data.toy import ToyData
 from gandiv.divergences import FDivergence
-from gandiv.errors import UserError
+from gandiv.errors import NumericalError, UserError
 from gandiv.evaluation.ideal import GaussianFit, IdealSearch, Landscape, compare
 from gandiv.evaluation.spread import displayed_data
 from gandiv.models import GaussianModel
@@ -42,7 +45,36 @@ def image_size(data: ToyData | ImageData) -> int | None:
 def load_run(path: Path) -> tuple[C.TrainConfig, dict[str, Any]]:
     """The validated config and the checkpoint of a finished run."""
     run = RunDirectory(path)
-    return C.load_train_config(run.config_path), run.load_checkpoint()
+    config = C.load_train_config(run.config_path)
+    state = run.load_checkpoint()
+    check_trained(run, state, config)
+    return config, state
+
+
+def check_trained(run: RunDirectory, state: dict[str, Any], config: C.TrainConfig) -> None:
+    """A checkpoint worth evaluating or drawing: a step the run could have reached, and finite
+    parameters (a diverged run's are NaN/Inf: exit 3, as training reports it)."""
+    step = state["step"]
+    if not isinstance(step, int) or isinstance(step, bool) or not 0 <= step <= C.MAX_INT:
+        raise UserError(
+            str(run.checkpoint_path),
+            f"records step {step!r}, which no run reaches (a step is a whole number >= 0); "
+            "the checkpoint is damaged",
+        )
+    bad = [
+        f"{part}.{name}"
+        for part in ("model", "objective")
+        for name, value in (state[part] or {}).items()
+        if isinstance(value, torch.Tensor)
+        and value.is_floating_point()
+        and not bool(value.isfinite().all())
+    ]
+    if bad:
+        raise NumericalError(
+            f"{run.checkpoint_path}: the parameters are non-finite (NaN/Inf) at step {step} "
+            f"({', '.join(bad[:3])}); this run diverged and cannot be evaluated or drawn: train it "
+            "again (e.g. a smaller trainer.lr)"
+        )
 
 
 def restore(
@@ -167,3 +199,72 @@ def ideal_block(found: IdealSearch | str, model: GenerativeModel) -> dict[str, A
         block["distance"],
     )
     return block
+
+
+# --------------------------------------------------------------------------------------------
+# The machine's resources, checked before a command allocates anything.
+def machine_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the platform has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - platforms without affinity
+        return os.cpu_count() or 1
+
+
+def check_threads(key: str, threads: int | None) -> None:
+    """Torch threads beyond the cores only slow a run down, and thousands exhaust the process."""
+    cores = machine_cores()
+    if threads is not None and threads > cores:
+        raise UserError(
+            key, f"must be between 1 and {cores} (the cores this machine gives it), got {threads}"
+        )
+
+
+def _proc_value(path: str, field: str) -> int | None:
+    """A field of a /proc file in kB, as bytes (None where it is not there)."""
+    try:
+        with open(path, encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith(f"{field}:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def available_memory() -> tuple[int, str] | None:
+    """The memory this process can still allocate, and what limits it: the machine's available
+    memory, or the process's address-space limit (ulimit -v) if that is lower."""
+    limits = []
+    free = _proc_value("/proc/meminfo", "MemAvailable")
+    if free is not None:
+        limits.append((free, "available on this machine"))
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    used = _proc_value("/proc/self/status", "VmSize")
+    if soft != resource.RLIM_INFINITY and used is not None:
+        limits.append((max(soft - used, 0), "left under this process's limit (ulimit -v)"))
+    return min(limits) if limits else None
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1000:
+            return f"{n:.3g} {unit}"
+        n /= 1000
+    return f"{n:.3g} TB"
+
+
+def check_memory(needs: dict[str, tuple[int, str]]) -> None:
+    """Refuse a command whose estimated memory (`gandiv.build.memory_needs`) exceeds what is
+    available, naming the key that needs the most."""
+    available = available_memory()
+    total = sum(need for need, _ in needs.values())
+    if available is None or not needs or total <= available[0]:
+        return
+    key, (need, what) = max(needs.items(), key=lambda item: item[1][0])
+    keys = [k for k in re.findall(r"([a-z_]+\.[a-z_.]+)=", what) if k != key] if "," in what else []
+    raise UserError(
+        key,
+        f"this needs about {_size(total)} of memory ({what}: {_size(need)}), but "
+        f"{_size(available[0])} are {available[1]}; make {' or '.join([key, *keys[:1]])} smaller",
+    )

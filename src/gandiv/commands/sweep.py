@@ -7,6 +7,7 @@ fast.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,6 +33,10 @@ def sweep(args: Sequence[str]) -> None:
     root = Path(args[1])
     if not root.is_dir() or not any(root.glob("*/.hydra/overrides.yaml")):
         raise UserError(str(root), "not a gandiv sweep directory (no */.hydra/overrides.yaml)")
+    if not os.access(root, os.W_OK):
+        raise UserError(
+            str(root), "is read-only; make the sweep directory writable to summarize it"
+        )
     from gandiv.sweep import describe, write_sweep_summary  # (imports torch and matplotlib)
 
     sys.stdout.write(describe(root, write_sweep_summary(root)))

@@ -32,15 +32,31 @@ from gandiv.build import (
     build_objective,
     build_optimizer,
     check_combination,
+    memory_needs,
     mmd_settings,
     resolve_device,
     unused_mmd_keys,
 )
-from gandiv.commands.runs import ideal_block, ideal_search, image_size, run_figures
+from gandiv.commands.runs import (
+    check_memory,
+    check_threads,
+    ideal_block,
+    ideal_search,
+    image_size,
+    run_figures,
+)
 from gandiv.data.images import ImageData, ImageSplits
 from gandiv.data.splits import ToySplits
 from gandiv.data.toy import ToyData
-from gandiv.errors import EXIT_NUMERICAL, EXIT_USER_ERROR, Interrupted, NumericalError, UserError
+from gandiv.errors import (
+    EXIT_NUMERICAL,
+    EXIT_USER_ERROR,
+    Interrupted,
+    NumericalError,
+    UserError,
+    first_line,
+    out_of_memory,
+)
 from gandiv.evaluation.ground_truth import ground_truth_metrics
 from gandiv.evaluation.ideal import IdealSearch
 from gandiv.evaluation.report import eval_generator
@@ -185,7 +201,16 @@ def train(cfg: DictConfig) -> None:
 def _train(cfg: DictConfig, run: RunDirectory, multirun: bool) -> bool:
     """Train the job (True: set aside to train with its vectorised group later)."""
     try:
-        prepared = prepare(cfg, run, multirun)
+        try:
+            prepared = prepare(cfg, run, multirun)
+        except (MemoryError, RuntimeError) as err:  # beyond the estimate (`check_memory`)
+            if not out_of_memory(err):
+                raise
+            raise UserError(
+                "memory",
+                f"ran out while building the run ({first_line(str(err)) or type(err).__name__}); "
+                "ask for less: smaller networks, batches or samples",
+            ) from None
     except UserError as err:
         if multirun:  # the sweep's table shows the failed job
             run.record_failure(str(err), EXIT_USER_ERROR)
@@ -325,9 +350,36 @@ class PreparedRun:
         except Interrupted as err:
             self.interrupted(err)
             raise
+        except (MemoryError, RuntimeError) as err:
+            if not out_of_memory(err):
+                raise
+            self.out_of_memory(err)
         finally:
             self.run.close()
-        self.finish(result)
+        try:
+            self.finish(result)
+        except (MemoryError, RuntimeError) as err:
+            if not out_of_memory(err):
+                raise
+            self.out_of_memory(err)
+
+    def out_of_memory(self, err: BaseException) -> None:
+        """An allocation failed mid-run: one line, and summary.json says so; the last checkpoint
+        (atomic) stands."""
+        kept = (
+            f"its last checkpoint ({self.run.checkpoint_path}) is intact: free memory, then "
+            f"continue with resume={self.run.path}"
+            if self.run.checkpoint_path.is_file()
+            else "no checkpoint was saved"
+        )
+        reason = first_line(str(err)) or type(err).__name__
+        error = UserError(
+            str(self.run.path),
+            f"ran out of memory while training ({reason}); {kept}, or train a new run with a "
+            "smaller trainer.batch_size or smaller networks",
+        )
+        self.run.record_failure(str(error), EXIT_USER_ERROR, **self.summary())
+        raise error from None
 
     def interrupted(self, err: Interrupted) -> None:
         """Say so in summary.json, unless the run had already stopped on a non-finite value."""
@@ -439,6 +491,17 @@ def prepare(cfg: DictConfig, run: RunDirectory, multirun: bool) -> PreparedRun |
             "trainer.batch_size",
             f"{trainer.batch_size} is larger than the training set (dataset.n_train={n_train})",
         )
+    check_threads("trainer.threads", trainer.threads)
+    uses_critic = OBJECTIVE_CLASSES[config.objective.name].uses_critic
+    check_memory(
+        memory_needs(
+            config,
+            data.dim,
+            config.critic if uses_critic else None,
+            ("trainer.batch_size", trainer.batch_size),
+            ("trainer.num_samples", trainer.num_samples),
+        )
+    )
     precision = StepPrecision(resolve_precision(trainer.precision, device), device)
     torch.manual_seed(
         trainer.seed

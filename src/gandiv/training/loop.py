@@ -527,7 +527,7 @@ def train_runs(
                 log.warning("signal %d received: checkpoint at step %d", stop, step)
                 checkpoint_all()
                 if not signals.hand_over():
-                    raise Interrupted(stop)
+                    raise Interrupted(stop, str(tasks[0].run.path) if size == 1 else None)
         bar.update(step - bar.n)
 
     session_time = time.perf_counter() - session_start

@@ -111,10 +111,13 @@ def atomic_write(
                 previous.write_bytes(path.read_bytes())
             os.replace(previous, keep_previous)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         tmp.unlink(missing_ok=True)
         if keep_previous is not None:
             _temporary(keep_previous).unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.filename in (None, str(tmp)):
+            # the file the user knows (a full disk's write error names no file)
+            raise OSError(err.errno, err.strerror or str(err), str(path)) from None
         raise
     _fsync_dir(path.parent)
     remove_stale_temporaries(path.parent, path.name)
@@ -181,8 +184,14 @@ class RunDirectory:
     def read_metrics(self) -> list[dict[str, Any]]:
         if not self.metrics_path.exists():
             return []
-        with open(self.metrics_path, encoding="utf-8") as handle:
-            lines = [line for line in handle.read().split("\n") if line.strip()]
+        try:
+            with open(self.metrics_path, encoding="utf-8") as handle:
+                lines = [line for line in handle.read().split("\n") if line.strip()]
+        except (OSError, UnicodeDecodeError) as err:
+            reason = err.strerror if isinstance(err, OSError) else "not UTF-8 text"
+            raise UserError(
+                str(self.metrics_path), f"unreadable ({reason}); the run's log is damaged"
+            ) from None
         records = []
         for number, line in enumerate(lines, 1):
             try:
