@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -148,7 +149,49 @@ def test_schemas_and_yaml_files_name_the_same_options():
     assert {p.stem for p in (CONF / "critic").glob("*.yaml")} == set(C.CRITICS)
 
 
-SAMPLE_BASED = ["gan", "ns_gan", "logit_gan", "reverse_kl_fgan", "fgan", "js_pi", "mmd"]
+SAMPLE_BASED = [
+    "gan",
+    "ns_gan",
+    "logit_gan",
+    "reverse_kl_fgan",
+    "fgan",
+    "js_pi",
+    "lsgan",
+    "hinge",
+    "mmd",
+]
+
+
+def _softplus(v: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.softplus(v)
+
+
+def _expected_critic_loss(cfg: C.TrainConfig, v_real: torch.Tensor, v_fake: torch.Tensor) -> float:
+    """Each game's critic loss at its shipped settings, written out from the papers (not from the
+    divergence table), from the critic's outputs on the real and fake batch."""
+    name = cfg.objective.name
+    if name in ("gan", "ns_gan", "logit_gan"):  # the binary log loss, summed over the classes
+        return float(_softplus(-v_real).mean() + _softplus(v_fake).mean())
+    if name == "js_pi":  # class weights π : 1 − π, up to the constants of JS_π's bound
+        assert isinstance(cfg.objective, C.JSPiConfig)
+        pi = cfg.objective.pi
+        value = (
+            pi * (-_softplus(-v_real) - math.log(pi)).mean()
+            - (1 - pi) * (_softplus(v_fake) + math.log(1 - pi)).mean()
+        )
+        return -float(value)
+    if (
+        name == "fgan"
+    ):  # the shipped row is js: ½(log 2 − softplus(−V)), f* ∘ g_f = ½(softplus(V) − log 2)
+        assert isinstance(cfg.objective, C.FGANConfig) and cfg.objective.divergence == "js"
+        real = 0.5 * (math.log(2) - _softplus(-v_real)).mean()
+        return -float(real - 0.5 * (_softplus(v_fake) - math.log(2)).mean())
+    if name == "reverse_kl_fgan":  # T = −e^{−V}, f*(T) = −1 − log(−T) = V − 1
+        return -float((-torch.exp(-v_real)).mean() - (v_fake - 1).mean())
+    if name == "lsgan":  # the divergence coding a, b = −1, 1
+        return float(0.5 * ((v_real - 1).square().mean() + (v_fake + 1).square().mean()))
+    assert name == "hinge"
+    return float(torch.relu(1 - v_real).mean() + torch.relu(1 + v_fake).mean())
 
 
 @pytest.mark.parametrize("dataset", ["gaussian", "mixture", "ring8", "grid25", "swiss_roll"])
@@ -168,10 +211,17 @@ def test_every_sample_based_objective_trains_every_model_on_every_dataset(
     generator = torch.Generator().manual_seed(0)
     batch = data.sample(64, generator)
     if built.uses_critic:
+        before = generator.get_state()
         critic_loss, metrics = built.critic_loss(generative, batch, generator)
         critic_loss.backward()
         assert torch.isfinite(critic_loss) and set(metrics) == {"critic_loss", "bound"}
         assert all(torch.isfinite(p.grad).all() for p in built.critic_parameters())
+        # the value, from the same draws (the critic's outputs on the real and the fake batch)
+        with torch.no_grad():
+            fake = generative.sample(len(batch), torch.Generator().set_state(before))
+            v_real, v_fake = built.critic(batch), built.critic(fake)
+        expected = _expected_critic_loss(cfg, v_real, v_fake)
+        assert float(critic_loss) == pytest.approx(expected, rel=1e-4, abs=1e-5)
     loss = built.model_loss(generative, batch, generator)
     loss.backward()
     assert torch.isfinite(loss)
