@@ -48,13 +48,15 @@ format: install ## apply ruff's fixes and formatting
 fidelity: install ## every objective at its defaults on toy problems × 5 seeds: target, ideal, achieved, gap → docs/fidelity-table.md (hours on 2 cores)
 	$(BIN)/python benchmarks/fidelity.py --out docs/fidelity-table.md
 
-bench: install ## benchmarks (ratios, see benchmarks/README.md): steps against plain PyTorch; vectorised groups; sweeps; whole runs; DCGAN images/s
+bench: install ## benchmarks (ratios, see benchmarks/README.md): steps against plain PyTorch; vectorised groups; sweeps; whole runs; ground truth's share; mmd against ns_gan; DCGAN images/s
 	$(BIN)/python benchmarks/bench_step.py
 	$(BIN)/python benchmarks/bench_gan.py
 	$(BIN)/python benchmarks/bench_levers.py
 	$(BIN)/python benchmarks/bench_sweep.py
 	$(BIN)/python benchmarks/bench_vectorized.py
 	$(BIN)/python benchmarks/bench_run.py --eval
+	$(BIN)/python benchmarks/bench_truth.py
+	$(BIN)/python benchmarks/bench_mmd.py
 	$(BIN)/python benchmarks/bench_images.py
 
 clean: ## remove the environment and every run output

@@ -147,7 +147,9 @@ def task_of(
             trainer.optimizer,
             trainer.lr_d or trainer.lr,
             trainer.betas_d or trainer.betas,
-        ),
+        )
+        if objective.uses_critic
+        else None,
         generator=generator,
         evaluate=None,
         config={},

@@ -279,3 +279,53 @@ def test_the_pixels_in_the_features_are_what_bring_the_model_close_in_pixels():
             samples = model.sample(256, torch.Generator().manual_seed(99)).flatten(1)
         after[name] = float(mmd2_unbiased(data.flatten(1), samples, pixels))
     assert after["last"] > 0.5 and after["phi"] < 0.4 * after["last"], after
+
+
+def _numpy_mmd_and_gradient(x: np.ndarray, y: np.ndarray, bandwidths: list[float]):
+    """The unbiased MMD² and its gradient with respect to y, by double loops over the pairs."""
+    n, m = len(x), len(y)
+
+    def k(a: np.ndarray, b: np.ndarray) -> float:
+        return sum(np.exp(-((a - b) ** 2).sum() / (2 * s * s)) for s in bandwidths)
+
+    def dk_da(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return sum(
+            -(a - b) / (s * s) * np.exp(-((a - b) ** 2).sum() / (2 * s * s)) for s in bandwidths
+        )
+
+    xx = sum(k(x[i], x[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
+    yy = sum(k(y[i], y[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+    xy = sum(k(a, b) for a in x for b in y) / (n * m)
+    grad = np.zeros_like(y)
+    for i in range(m):
+        # k(y_i, y_j) and k(y_j, y_i) both hold y_i: twice the one-sided derivative
+        grad[i] += 2 * sum(dk_da(y[i], y[j]) for j in range(m) if j != i) / (m * (m - 1))
+        grad[i] -= 2 * sum(dk_da(y[i], a) for a in x) / (n * m)
+    return xx + yy - 2 * xy, grad
+
+
+@pytest.mark.parametrize("as_tensor", [False, True])
+def test_the_mmd_estimator_and_its_gradient_match_double_loops(as_tensor: bool) -> None:
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(9, 3, generator=g, dtype=torch.float64)
+    y = torch.randn(6, 3, generator=g, dtype=torch.float64) * 1.5 + 0.5
+    y[0] += 40.0  # far from everything: exponents far below the floor of −80 for small σ
+    bandwidths = [0.3, 1.0, 3.0]
+    expected, expected_grad = _numpy_mmd_and_gradient(x.numpy(), y.numpy(), bandwidths)
+    y.requires_grad_(True)
+    value = mmd2_unbiased(
+        x, y, torch.tensor(bandwidths, dtype=x.dtype) if as_tensor else bandwidths
+    )
+    value.backward()
+    assert float(value) == pytest.approx(expected, rel=1e-10)
+    assert y.grad is not None
+    np.testing.assert_allclose(y.grad.numpy(), expected_grad, rtol=1e-8, atol=1e-12)
+
+
+def test_the_mmd_estimator_in_float32_matches_float64() -> None:
+    g = torch.Generator().manual_seed(4)
+    x, y = torch.randn(512, 2, generator=g), torch.randn(512, 2, generator=g) * 0.8 + 0.3
+    bandwidths = [0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0]  # objective=mmd's defaults on vectors
+    single = float(mmd2_unbiased(x, y, bandwidths))
+    double = float(mmd2_unbiased(x.double(), y.double(), bandwidths))
+    assert single == pytest.approx(double, rel=1e-4)

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from gandiv.data.spread import SpreadKernel, atoms_log_prob, laplace_sample
+from gandiv.data.spread import SpreadKernel, atoms_log_prob, atoms_log_prob_grid, laplace_sample
 from gandiv.data.toy import ToyData
 
 __all__ = [
@@ -104,13 +104,27 @@ class Curve(ToyData):
             raise ValueError(
                 "the data lie on a curve of zero width: no density exists (set a width > 0)"
             )
-        if self._rule is None:
-            u, w = composite_gauss_legendre(0.0, 1.0, curve_panels(self._dense(), self.width))
-            self._rule = (self.curve(u), w.log())
-        centres, log_w = self._rule
+        centres, log_w = self._atoms()
         kernel = SpreadKernel("gaussian", self.width)
         out = atoms_log_prob(x, centres, log_w, kernel)
         return out.to(x.dtype if x.is_floating_point() else torch.float32)
+
+    def log_prob_grid(self, axes: tuple[Tensor, ...], points: Tensor) -> Tensor:
+        """The same sum as `log_prob`, pruned tile by tile on the grid (`atoms_log_prob_grid`)."""
+        if self.degenerate:
+            return self.log_prob(points)  # (refused)
+        self._check_x(points)
+        centres, log_w = self._atoms()
+        kernel = SpreadKernel("gaussian", self.width)
+        out = atoms_log_prob_grid(axes, points, centres, log_w, kernel)
+        return out.to(points.dtype if points.is_floating_point() else torch.float32)
+
+    def _atoms(self) -> tuple[Tensor, Tensor]:
+        """The nodes c(u_j) of the rule along the curve and their log weights (built once)."""
+        if self._rule is None:
+            u, w = composite_gauss_legendre(0.0, 1.0, curve_panels(self._dense(), self.width))
+            self._rule = (self.curve(u), w.log())
+        return self._rule
 
     def bounds(self) -> Tensor:
         dense = self._dense()

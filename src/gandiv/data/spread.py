@@ -19,7 +19,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["KERNELS", "SpreadKernel", "SpreadNoise", "atoms_log_prob", "laplace_sample"]
+__all__ = [
+    "KERNELS",
+    "SpreadKernel",
+    "SpreadNoise",
+    "atoms_log_prob",
+    "atoms_log_prob_grid",
+    "laplace_sample",
+]
 
 KERNELS = ("gaussian", "laplace")
 # Largest share of the probability mass that a spread density's `bounds()` may leave outside.
@@ -27,6 +34,12 @@ _MASS_OUTSIDE = 1e-7
 # Most elements of the largest temporary in a chunked evaluation.
 _CHUNK_ELEMENTS = 1 << 22
 _SQRT2 = math.sqrt(2.0)
+# `atoms_log_prob_grid`: tiles of TILE × TILE grid points share one set of atoms; an atom whose
+# term lies PRUNE_NATS below the largest term everywhere on a tile is left out of that tile's sum
+# (e^-50 per atom: below float64's rounding of the sum for up to 10^5 atoms).
+TILE = 4
+PRUNE_NATS = 50.0
+UNDERFLOW_NATS = 200.0
 
 
 def laplace_sample(
@@ -199,3 +212,74 @@ def atoms_log_prob(
             parts.append(torch.logsumexp(log_k + lw, 1))
         out = torch.cat(parts) if parts else flat.new_empty(0)
     return out.reshape(y.shape[:-1])
+
+
+def _logsumexp_last(values: Tensor) -> Tensor:
+    """logsumexp over the last dimension, in place on `values`; terms more than UNDERFLOW_NATS
+    below the largest count as e^-UNDERFLOW_NATS of it (a relative change below 1e-80 per term),
+    which keeps `exp` off its slow path for arguments that underflow."""
+    top = values.max(dim=-1, keepdim=True).values
+    total = values.sub_(top).clamp_(min=-UNDERFLOW_NATS).exp_().sum(dim=-1)
+    return total.log_() + top.squeeze(-1)
+
+
+def _axis_bounds(axis: Tensor, centres: Tensor) -> tuple[Tensor, Tensor]:
+    """Per tile of TILE consecutive points of an ascending `axis` and per atom coordinate: the
+    least and the largest squared offset, each (tiles, atoms)."""
+    starts = torch.arange(0, len(axis), TILE, device=axis.device)
+    low = axis[starts][:, None]
+    high = axis[(starts + TILE - 1).clamp(max=len(axis) - 1)][:, None]
+    near = torch.maximum(low - centres, centres - high).clamp_min(0)
+    far = torch.maximum(centres - low, high - centres)
+    return near.square(), far.square()
+
+
+def atoms_log_prob_grid(
+    axes: tuple[Tensor, ...],
+    points: Tensor,
+    centres: Tensor,
+    log_weights: Tensor,
+    kernel: SpreadKernel,
+    width: float = 0.0,
+) -> Tensor:
+    """`atoms_log_prob` at `points`, the product grid of `axes` (ascending; meshgrid "ij",
+    row-major), in float64: the same sums at a fraction of the cost for Gaussian kernels in 2-D.
+
+    The grid is cut into tiles of TILE × TILE points. On each tile an atom's term
+    log w_j − ‖x − c_j‖²/2v is bounded above and below by the tile's nearest and farthest corner
+    offsets; the atoms whose upper bound lies PRUNE_NATS below the largest lower bound cannot
+    change the sum in float64 and are left out, and the rest are summed with exact offsets
+    (no ‖x‖² − 2x·c + ‖c‖² expansion). Near a curve of atoms a tile keeps the atoms of its
+    stretch of curve; far from it, those of the nearest stretch, so the cost is a small share of
+    the full points × atoms sum. Other kernels and dimensions take `atoms_log_prob`.
+    """
+    if kernel.kind != "gaussian" or len(axes) != 2 or centres.shape[-1] != 2:
+        return atoms_log_prob(points, centres, log_weights, kernel, width)
+    a0, a1 = (a.to(torch.float64) for a in axes)
+    c = centres.to(device=a0.device, dtype=torch.float64)
+    lw = log_weights.to(device=a0.device, dtype=torch.float64)
+    var2 = 2 * (kernel.sigma**2 + width**2)
+    near0, far0 = _axis_bounds(a0, c[:, 0])
+    near1, far1 = _axis_bounds(a1, c[:, 1])
+    n0, n1 = len(a0), len(a1)
+    tiles1 = len(near1)
+    # the second axis padded to whole tiles (the padding's sums are dropped)
+    pad1 = torch.cat([a1, a1[-1:].expand(tiles1 * TILE - n1)]).reshape(tiles1, TILE)
+    rows = []
+    for t0, start in enumerate(range(0, n0, TILE)):
+        x0 = a0[start : start + TILE]  # (r,)
+        upper = lw - (near0[t0] + near1) / var2  # (tiles1, atoms)
+        lower = lw - (far0[t0] + far1) / var2
+        keep = upper >= lower.max(dim=1, keepdim=True).values - PRUNE_NATS
+        kept = int(keep.sum(dim=1).max())
+        order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)[:, :kept]
+        sel_lw = torch.where(keep.gather(1, order), lw[order], -math.inf)  # (tiles1, kept)
+        sel = c[order]  # (tiles1, kept, 2)
+        d0 = (x0[:, None, None] - sel[None, :, :, 0]).square().transpose(0, 1)  # (tiles1, r, kept)
+        d1 = (pad1[:, :, None] - sel[:, None, :, 1]).square()  # (tiles1, TILE, kept)
+        exponent = d0[:, :, None, :] + d1[:, None, :, :]
+        exponent = exponent.div_(-var2).add_(sel_lw[:, None, None, :])  # (tiles1, r, TILE, kept)
+        block = _logsumexp_last(exponent)  # (tiles1, r, TILE)
+        rows.append(block.transpose(0, 1).reshape(len(x0), tiles1 * TILE)[:, :n1])
+    log_norm = -math.log(math.pi * var2)
+    return (torch.cat(rows) + log_norm).reshape(-1)

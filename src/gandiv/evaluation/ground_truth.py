@@ -69,20 +69,23 @@ def grid_points(data: ToyData, low: Tensor, high: Tensor, override: int | None) 
 class DataGrid:
     """A quadrature grid over a box together with log p on it (computed once per box).
 
-    `points` holds the grid points in the default dtype, ready for a model's log_prob.
+    `points` holds the grid points in the default dtype, ready for a model's log_prob, and `axes`
+    the axes they are the product of, in the same dtype (for `log_prob_grid`).
     """
 
     def __init__(self, data: ToyData, low: Tensor, high: Tensor, points: int | None) -> None:
         n = grid_points(data, low, high, points)
         self.low, self.high = low, high
         self.grid: Grid = make_grid(low, high, n)
-        self.log_p = data.log_prob(self.grid.points).detach()
+        self.log_p = data.log_prob_grid(self.grid.axes, self.grid.points).detach()
         self.points = self.grid.points.to(torch.get_default_dtype())
+        self.axes = tuple(a.to(self.points.dtype) for a in self.grid.axes)
 
     def to(self, device: torch.device) -> DataGrid:
         self.grid = make_grid(self.low, self.high, self.grid.shape[0], device=device)
         self.log_p = self.log_p.to(device)
         self.points = self.points.to(device)
+        self.axes = tuple(a.to(device) for a in self.axes)
         return self
 
 
@@ -136,7 +139,7 @@ def ground_truth_metrics(
                 held = DataGrid(data, low, high, points).to(model_samples.device)
                 if cache is not None:
                     cache[key] = held
-            log_q = model.log_prob(held.points).to(torch.float64)
+            log_q = model.log_prob_grid(held.axes, held.points).to(torch.float64)
             mass = float(integrate(log_q.exp(), held.grid))
             if abs(mass - 1.0) < MASS_TOLERANCE:
                 return ground_truth(held.log_p, log_q, held.grid, pis, extra)

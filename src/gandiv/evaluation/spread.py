@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from gandiv.data.manifold import ICA, Curve, amari_distance, composite_gauss_legendre, curve_panels
-from gandiv.data.spread import SpreadKernel, SpreadNoise, atoms_log_prob
+from gandiv.data.spread import SpreadKernel, SpreadNoise, atoms_log_prob, atoms_log_prob_grid
 from gandiv.data.toy import Mixture, SwissRoll, ToyData
 from gandiv.divergences import FDivergence
 from gandiv.evaluation.ground_truth import ground_truth_metrics
@@ -59,9 +59,11 @@ class SpreadData(ToyData):
         log_density: Callable[[Tensor], Tensor] | None,
         extent: Tensor,
         width: float,
+        atoms: tuple[Tensor, Tensor] | None = None,
     ) -> None:
         self.data, self.kernel, self.dim = data, kernel, data.dim
         self._log_density = log_density
+        self._atoms = atoms  # (centres, log weights) where log p̃ is their `atoms_log_prob`
         self.has_density = log_density is not None
         self._extent = extent  # (dim, 2) box of the noise-free support or of the data's box
         self._width = width
@@ -75,6 +77,14 @@ class SpreadData(ToyData):
         if self._log_density is None:
             raise NotImplementedError("the spread density of this dataset is not available")
         return self._log_density(x).to(x.dtype if x.is_floating_point() else torch.float32)
+
+    def log_prob_grid(self, axes: tuple[Tensor, ...], points: Tensor) -> Tensor:
+        if self._atoms is None:
+            return self.log_prob(points)
+        self._check_x(points)
+        centres, log_w = self._atoms
+        out = atoms_log_prob_grid(axes, points, centres, log_w, self.kernel, self._width)
+        return out.to(points.dtype if points.is_floating_point() else torch.float32)
 
     def bounds(self) -> Tensor:
         pad = self.kernel.tail(self._width, self.dim)
@@ -94,7 +104,12 @@ def _curve_spread(
     centres, log_w = curve(u), w.log()
     extent = torch.stack([dense.min(0).values, dense.max(0).values], dim=1)
     return SpreadData(
-        data, kernel, lambda y: atoms_log_prob(y, centres, log_w, kernel, width), extent, width
+        data,
+        kernel,
+        lambda y: atoms_log_prob(y, centres, log_w, kernel, width),
+        extent,
+        width,
+        (centres, log_w),
     )
 
 
@@ -190,6 +205,12 @@ class SpreadModel(GenerativeModel):
             centres, log_w = self._atoms
             out = atoms_log_prob(x, centres, log_w, self.kernel)
         return out.to(x.dtype)
+
+    def log_prob_grid(self, axes: tuple[Tensor, ...], points: Tensor) -> Tensor:
+        if self._atoms is None:
+            return self.log_prob(points)
+        centres, log_w = self._atoms
+        return atoms_log_prob_grid(axes, points, centres, log_w, self.kernel).to(points.dtype)
 
 
 def spread_density_known(model: GenerativeModel, kernel: SpreadKernel) -> bool:

@@ -11,10 +11,6 @@ from gandiv.evaluation.distances import median_distance, mmd2_unbiased
 from gandiv.models.base import GenerativeModel
 from gandiv.objectives.base import Objective
 
-# Above this many dimensions the kernels' squared distances come from inner products (matrix
-# products forward and backward; `torch.cdist`'s backward is elementwise, n·m·d terms).
-GRAM_DIM = 256
-
 
 class MMD(Objective):
     """Minimise the unbiased MMD² between a data batch and a model batch (Li et al. 2015;
@@ -25,8 +21,7 @@ class MMD(Objective):
     of s, the median pairwise distance ‖φ(x_i) − φ(x_j)‖ of the first training batch (the median
     heuristic; Gretton et al. 2012, §8), measured once and kept in the buffer ``scale``, so the
     kernel is one fixed function for the whole run and its resumptions. The kernels are computed
-    in float32, also under bf16 autocast; above `GRAM_DIM` dimensions from inner products
-    (`mmd2_unbiased(gram=True)`).
+    in float32, also under bf16 autocast, from inner products (`mmd2_unbiased`).
     """
 
     name = "mmd"
@@ -92,5 +87,4 @@ class MMD(Objective):
         model_features = self.embed(samples)
         with torch.autocast(model_features.device.type, enabled=False):
             bandwidths = self.kernel_bandwidths(data_features, measure)
-            gram = data_features.shape[1] > GRAM_DIM
-            return mmd2_unbiased(data_features, model_features, bandwidths, gram=gram)
+            return mmd2_unbiased(data_features, model_features, bandwidths)

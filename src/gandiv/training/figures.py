@@ -126,7 +126,13 @@ class RunFigures(FigureSet):
             gx, gy = np.meshgrid(self.xs, self.ys)
             points = np.stack([gx.ravel(), gy.ravel()], axis=1)
         self.points = torch.as_tensor(points, dtype=torch.float64)
-        self.log_p = self._on_grid(data.log_prob(self.points).numpy())
+        if self.ys is None:
+            log_p = data.log_prob(self.points)
+        else:  # the same points as the product of (xs, ys), for sums over many atoms
+            axes = (torch.as_tensor(self.xs), torch.as_tensor(self.ys))
+            product = data.log_prob_grid(axes, torch.cartesian_prod(*axes))
+            log_p = product.reshape(grid, grid).T.reshape(-1)
+        self.log_p = self._on_grid(log_p.numpy())
         self.ideal_label = ideal_label
         self.ideals = [
             self._on_grid(

@@ -459,7 +459,8 @@ def train_runs(
     with signals.installed(), logging_redirect_tqdm(), bar:
         for k, t in enumerate(tasks):
             if step == 0 and t.evaluate is not None and cadence.eval_every > 0:
-                results[k].last_eval = t.evaluate(0)
+                with timing(k, "eval"):
+                    results[k].last_eval = t.evaluate(0)
                 t.run.append_metrics({"step": 0, **results[k].last_eval, "time_s": 0.0})
             if step == 0 and t.figures is not None and cadence.frame_every > 0:
                 t.figures.frame(0)
