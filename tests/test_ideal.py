@@ -508,3 +508,38 @@ def test_eval_names_the_nearest_divergence(gandiv, tmp_path) -> None:
     assert report["ideal"]["gap"] == pytest.approx(nearest["divergences"]["reverse_kl"]["excess"])
     bad = gandiv("eval", "run=run", "eval.nearest=[bogus]")
     assert bad.code == 2 and "eval.nearest" in bad.err and "'bogus'" in bad.err
+
+
+def test_the_eval_ideals_report_is_a_plain_function_of_the_runs_objects() -> None:
+    """eval.json's ``ideal`` and ``nearest_divergence`` from objects alone (no config, no Hydra):
+    a Gaussian placed on the reverse KL ideal is on its target's ideal and nearest to reverse KL,
+    each row searched once through the caller's `search_for` (the per-process cache)."""
+    from gandiv.evaluation.report import ideals_report
+    from gandiv.models import GaussianModel
+
+    weights, means, stds = MIXTURES_1D["overlapping"]
+    data = Mixture.isotropic(weights, [[m] for m in means], stds)
+    searched: list[str] = []
+
+    def search_for(row):
+        searched.append(row.name)
+        return IdealSearch(Landscape(data), row).run()
+
+    target = search_for(row_of("reverse_kl"))
+    model = GaussianModel(1)
+    ideal = target.ideal.fit
+    model.assign(ideal.mean.float() + 0.002, ideal.cov.float())
+    report = ideals_report(
+        target, model, data, ["kl", "reverse_kl", "js_pi"], [0.2, 0.8], search_for
+    )
+    assert report["ideal"]["divergence"] == "reverse_kl"
+    assert report["ideal"]["gap"] == pytest.approx(0.0, abs=1e-4)
+    nearest = report["nearest_divergence"]
+    assert nearest["answer"] == "reverse_kl"
+    assert set(nearest["divergences"]) == {"kl", "reverse_kl", "js_pi_0.2", "js_pi_0.8"}
+    assert searched == ["reverse_kl", "kl", "reverse_kl", "js_pi_0.2", "js_pi_0.8"]
+    # without a target, the reason stands in for the block; an implicit model has no ideals
+    assert ideals_report("no target", model, data, [], [], search_for)["ideal"] == {
+        "divergence": None,
+        "reason": "no target",
+    }

@@ -3,7 +3,7 @@ eval.csv and the rebuilt sweep summary at its root).
 
 This is where `gandiv eval`'s config is read: the run's own config and checkpoint restore its
 objects, ``eval.*`` becomes plain settings, and `gandiv.evaluation.report` decides which metrics
-the run gets. Here too: the independent critic's architecture for an image run, the ideal fits
+the run gets. Here too: the independent critic's architecture for an image run, the ideal searches
 (cached with the training's), and the names of the config keys that user errors report.
 """
 
@@ -26,7 +26,6 @@ from gandiv.commands.runs import (
     cached_search,
     check_memory,
     check_threads,
-    ideal_block,
     ideal_search,
     load_run,
     restore,
@@ -34,13 +33,10 @@ from gandiv.commands.runs import (
 )
 from gandiv.data.images import ImageData, ImageSplits
 from gandiv.data.splits import ToySplits
-from gandiv.data.toy import ToyData
-from gandiv.divergences import DIVERGENCE_NAMES, get_divergence
+from gandiv.divergences import DIVERGENCE_NAMES
 from gandiv.errors import NumericalError, UserError
 from gandiv.evaluation.critic import CriticBudget, independent_critics
-from gandiv.evaluation.ideal import GaussianFit, nearest_divergence
-from gandiv.evaluation.report import CriticEstimates, image_report, vector_report
-from gandiv.models import GaussianModel
+from gandiv.evaluation.report import CriticEstimates, ideals_report, image_report, vector_report
 from gandiv.models.base import GenerativeModel
 from gandiv.objectives.base import Objective
 from gandiv.objectives.spread import SpreadKL
@@ -115,7 +111,14 @@ def evaluate_run(path: Path, options: C.EvalConfig) -> dict[str, Any]:
         critics=_critics(
             settings, lambda: build_critic(options.critic, data.dim).to(device), budget
         ),
-        ideals=lambda: _ideals(config, data, model, objective, settings),
+        ideals=lambda: ideals_report(
+            ideal_search(config, data, model, objective),
+            model,
+            data,
+            settings.nearest,
+            settings.pis,
+            lambda row: cached_search(config, data, row),
+        ),
         num_samples=settings.num_samples,
         grid_points=settings.grid_points,
         pis=settings.pis,
@@ -123,49 +126,6 @@ def evaluate_run(path: Path, options: C.EvalConfig) -> dict[str, Any]:
         model_name=config.model.name,
         run_name=str(path),
     )
-
-
-def _ideals(
-    config: C.TrainConfig,
-    data: ToyData,
-    model: GenerativeModel,
-    objective: Objective,
-    settings: C.EvalOptions,
-) -> dict[str, Any]:
-    """eval.json's ``ideal`` (the fit against its target's ideal) and ``nearest_divergence`` (the
-    fit against the ideal of every divergence of ``eval.nearest``), or why there are none."""
-    found = ideal_search(config, data, model, objective)
-    out: dict[str, Any] = {"ideal": ideal_block(found, model)}
-    if not isinstance(model, GaussianModel) or not data.has_density or data.dim > 2:
-        out["nearest_divergence"] = None
-        out["nearest_divergence_reason"] = (
-            "ideals are computed for model=gaussian on 1-D/2-D data with a density"
-        )
-        return out
-    if not settings.nearest:
-        return out
-    searches = {}
-    for name in settings.nearest:
-        for pi in settings.pis if name == "js_pi" else [None]:
-            row = get_divergence(name, pi)
-            searches[row.name] = cached_search(config, data, row)
-    fit = GaussianFit.of(model.mean.detach().cpu(), model.covariance.detach().cpu())
-    nearest = nearest_divergence(searches, fit)
-    out["nearest_divergence"] = nearest
-    ranking = nearest["ranking"]
-    rows = nearest["divergences"]
-    alike = nearest["indistinguishable"]
-    log.info(
-        "nearest divergence: %s, %.3g from its ideal%s; next: %s",
-        ranking[0],
-        rows[ranking[0]]["distance"],
-        f" (its ideal and that of {', '.join(alike)} lie closer together than the fit: "
-        "these data cannot tell them apart)"
-        if alike
-        else "",
-        ", ".join(f"{n} {rows[n]['distance']:.3g}" for n in ranking[1:4] if n not in alike),
-    )
-    return out
 
 
 def _critics(

@@ -25,7 +25,7 @@ from gandiv.data.images import ImageData
 from gandiv.data.toy import ToyData
 from gandiv.divergences import FDivergence
 from gandiv.errors import NumericalError, UserError
-from gandiv.evaluation.ideal import GaussianFit, IdealSearch, Landscape, compare
+from gandiv.evaluation.ideal import IdealSearch, Landscape
 from gandiv.evaluation.spread import displayed_data
 from gandiv.models import GaussianModel
 from gandiv.models.base import GenerativeModel
@@ -180,25 +180,6 @@ def cached_search(config: C.TrainConfig, data: ToyData, row: FDivergence) -> Ide
     if key not in _IDEALS:
         _IDEALS[key] = IdealSearch(Landscape(data), row).run()
     return _IDEALS[key]
-
-
-def ideal_block(found: IdealSearch | str, model: GenerativeModel) -> dict[str, Any]:
-    """summary.json's ``ideal``: the fit against its target's ideal (`compare`), or the reason."""
-    if isinstance(found, str):
-        return {"divergence": None, "reason": found}
-    assert isinstance(model, GaussianModel)
-    fit = GaussianFit.of(model.mean.detach().cpu(), model.covariance.detach().cpu())
-    block = compare(found, fit)
-    gap = "inf" if block["gap"] is None else f"{block['gap']:.4g}"
-    log.info(
-        "ideal %s fit: %.6g (%d local optima); this fit: gap %s nats, 2-Wasserstein distance %.3g",
-        block["divergence"],
-        block["value"],
-        len(block["local_optima"]),
-        gap,
-        block["distance"],
-    )
-    return block
 
 
 # --------------------------------------------------------------------------------------------

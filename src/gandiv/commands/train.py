@@ -40,7 +40,6 @@ from gandiv.build import (
 from gandiv.commands.runs import (
     check_memory,
     check_threads,
-    ideal_block,
     ideal_search,
     image_size,
     run_figures,
@@ -59,7 +58,7 @@ from gandiv.errors import (
 )
 from gandiv.evaluation.ground_truth import ground_truth_metrics
 from gandiv.evaluation.ideal import IdealSearch
-from gandiv.evaluation.report import eval_generator
+from gandiv.evaluation.report import eval_generator, ideal_block
 from gandiv.evaluation.spread import has_spread_metrics, spread_metrics
 from gandiv.models import GaussianModel
 from gandiv.objectives.likelihood import Direct

@@ -19,7 +19,7 @@ run with one seed agree.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import torch
@@ -29,12 +29,14 @@ from torch import Tensor
 from gandiv.data.images import ImageData, to_uint8_images
 from gandiv.data.spread import SpreadKernel, SpreadNoise
 from gandiv.data.toy import Mixture, ToyData
-from gandiv.divergences import FDivergence
+from gandiv.divergences import FDivergence, get_divergence
 from gandiv.evaluation.distances import sample_distances
 from gandiv.evaluation.ground_truth import ground_truth_metrics
+from gandiv.evaluation.ideal import GaussianFit, IdealSearch, compare, nearest_divergence
 from gandiv.evaluation.kde import kde_ground_truth
 from gandiv.evaluation.modes import mode_metrics
 from gandiv.evaluation.spread import has_spread_metrics, spread_metrics
+from gandiv.models import GaussianModel
 from gandiv.models.base import GenerativeModel, LatentGenerator
 from gandiv.plotting.images import image_grid_figure
 
@@ -53,6 +55,11 @@ IMAGE_CHUNK = 256
 CriticEstimates = Callable[
     [Tensor, Callable[[int, torch.Generator], Tensor], torch.Generator], dict[str, Any]
 ]
+
+
+# The ideal search of a divergence row on the run's data (the caller caches them: a sweep's jobs,
+# and an evaluation's nearest divergence, share one search per row).
+SearchFor = Callable[[FDivergence], IdealSearch]
 
 
 class SpreadBound(Protocol):
@@ -244,3 +251,65 @@ def image_report(
             f"rows: test images · with spread noise σ={bound.kernel.sigma:g} · G(mean of q(z|y))",
         )
     return report, grids
+
+
+def ideal_block(found: IdealSearch | str, model: GenerativeModel) -> dict[str, Any]:
+    """summary.json's and eval.json's ``ideal``: the fit against its target's ideal (`compare`),
+    or the reason there is none (`found` is then that reason)."""
+    if isinstance(found, str):
+        return {"divergence": None, "reason": found}
+    assert isinstance(model, GaussianModel)
+    fit = GaussianFit.of(model.mean.detach().cpu(), model.covariance.detach().cpu())
+    block = compare(found, fit)
+    gap = "inf" if block["gap"] is None else f"{block['gap']:.4g}"
+    log.info(
+        "ideal %s fit: %.6g (%d local optima); this fit: gap %s nats, 2-Wasserstein distance %.3g",
+        block["divergence"],
+        block["value"],
+        len(block["local_optima"]),
+        gap,
+        block["distance"],
+    )
+    return block
+
+
+def ideals_report(
+    found: IdealSearch | str,
+    model: GenerativeModel,
+    data: ToyData,
+    nearest: Sequence[str],
+    pis: Sequence[float],
+    search_for: SearchFor,
+) -> dict[str, Any]:
+    """eval.json's ``ideal`` (the fit against its target's ideal, or why there is none: `found`)
+    and ``nearest_divergence`` (the fit against the ideal of each divergence named in `nearest`,
+    js_pi at each of `pis`), or why there are none."""
+    out: dict[str, Any] = {"ideal": ideal_block(found, model)}
+    if not isinstance(model, GaussianModel) or not data.has_density or data.dim > 2:
+        out["nearest_divergence"] = None
+        out["nearest_divergence_reason"] = (
+            "ideals are computed for model=gaussian on 1-D/2-D data with a density"
+        )
+        return out
+    if not nearest:
+        return out
+    searches = {}
+    for name in nearest:
+        for pi in pis if name == "js_pi" else [None]:
+            row = get_divergence(name, pi)
+            searches[row.name] = search_for(row)
+    fit = GaussianFit.of(model.mean.detach().cpu(), model.covariance.detach().cpu())
+    answer = nearest_divergence(searches, fit)
+    out["nearest_divergence"] = answer
+    ranking, rows, alike = answer["ranking"], answer["divergences"], answer["indistinguishable"]
+    log.info(
+        "nearest divergence: %s, %.3g from its ideal%s; next: %s",
+        ranking[0],
+        rows[ranking[0]]["distance"],
+        f" (its ideal and that of {', '.join(alike)} lie closer together than the fit: "
+        "these data cannot tell them apart)"
+        if alike
+        else "",
+        ", ".join(f"{n} {rows[n]['distance']:.3g}" for n in ranking[1:4] if n not in alike),
+    )
+    return out
