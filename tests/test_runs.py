@@ -92,8 +92,18 @@ def test_flow_maximum_likelihood_through_the_real_command(tmp_path):
     assert evals[-1]["kl_pq"] < evals[0]["kl_pq"]
 
 
-def test_resume_extends_a_run_exactly(gandiv, tmp_path):
-    args = ["objective=direct", "objective.divergence=js", "trainer.checkpoint_every=7", *TINY]
+@pytest.mark.parametrize(
+    "objective",
+    [
+        # every step draws a batch, model noise and the critic's fakes from the training
+        # generator: a resume that did not restore its state (or the data splits') would differ
+        ["objective=gan", "trainer.critic_steps=2"],
+        ["objective=direct", "objective.divergence=js"],  # (quadrature: no draws at all)
+    ],
+    ids=["gan", "direct"],
+)
+def test_resume_extends_a_run_exactly(gandiv, tmp_path, objective):
+    args = [*objective, "trainer.checkpoint_every=7", *TINY]
     assert gandiv("train", *args, "trainer.steps=80").code == 0
     straight = run_dirs(tmp_path)[0]
     # Ending on the log and eval cadences, so the finished short run logged what the long one did.
