@@ -452,6 +452,7 @@ def test_names() -> None:
         "js",
         "gan",
         "total_variation",
+        "triangular",
     }
     assert set(DIVERGENCES) == expected
     assert set(DIVERGENCE_NAMES) == expected | {"js_pi"}

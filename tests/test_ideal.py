@@ -63,6 +63,8 @@ def integrand(name: str, lp: np.ndarray, lq: np.ndarray) -> np.ndarray:
             return (p - q) * (lp - lq)
         if name == "total_variation":
             return 0.5 * np.abs(p - q)
+        if name == "triangular":
+            return np.where(p + q > 0, (p - q) ** 2 / np.where(p + q > 0, p + q, 1.0), 0.0)
         pi = {"js": 0.5, "gan": 0.5}.get(name) or float(name.removeprefix("js_pi_"))
         lm = np.logaddexp(np.log(pi) + lp, np.log1p(-pi) + lq)
         value = pi * p * (lp - lm) + (1 - pi) * q * (lq - lm)

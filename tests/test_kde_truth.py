@@ -350,11 +350,13 @@ def test_eval_of_a_generator_moved_far_away(gandiv, tmp_path: Path) -> None:
     assert truth["kl_qp"] == pytest.approx(float(-log_p.mean()), rel=1e-3)
 
 
-def test_eval_of_a_generator_that_outputs_nan_refuses(gandiv, tmp_path: Path) -> None:
+def test_eval_of_a_generator_with_nan_parameters_refuses(gandiv, tmp_path: Path) -> None:
+    # a diverged generator is refused before anything is drawn from it (exit 3, as training
+    # reports divergence), not evaluated into all-null metrics
     assert gandiv("train", "objective=gan", "model=mlp", *TINY, "plot.every=0").code == 0
     run = only_run(tmp_path)
     shift_generator(run, math.nan)
     result = gandiv("eval", f"run={run}", *EVAL)
-    assert result.code == 0, result.err
-    truth = read_json(run / "eval.json")["ground_truth"]
-    assert_refused(truth, "2000 of 2000", "not finite")
+    assert result.code == 3, result.err
+    assert "parameters are non-finite" in result.err and "model.net.6.bias" in result.err
+    assert result.err.count("\n") == 1 and not (run / "eval.json").exists()

@@ -192,10 +192,14 @@ def test_runs_with_their_own_learning_rates_and_losses_group_too(gandiv, tmp_pat
 def test_least_squares_games_group_too(gandiv, tmp_path):
     """Runs whose losses differ only by a coding or a model step (one critic row, different
     `loss_key`s) each keep their own losses in a group."""
+    # (seed 1: at seed 0 the first job's batched and single float sums, equal to 1e-7 up to step
+    # 15, part by 4e-5 at step 20 and 5e-4 by 30, a kink crossed on one side only; seeds 1 and 2
+    # agree to 2e-6 throughout, measured 2026-12-08)
     args = [
         "objective=lsgan",
         "objective.coding=divergence,common",
         "objective.generator=least_squares,minimax",
+        "trainer.seed=1",
         *SMALL,
     ]
     _alone_and_grouped(gandiv, tmp_path, args, 4)

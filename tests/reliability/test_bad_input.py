@@ -168,7 +168,7 @@ CATALOGUE = [
     # unknown or misspelt keys and group options
     (
         ["train", "objective=foo"],
-        "objective=foo: unknown option; choose one of: direct, fgan, forward_kl, gan, js_pi",
+        "objective=foo: unknown option; choose one of: direct, fgan, forward_kl, gan, hinge, js_pi",
     ),
     (["train", "dataset=nope"], "dataset=nope: unknown option; choose one of:"),
     (
@@ -241,7 +241,7 @@ CATALOGUE = [
     (
         ["train", "objective=fgan", "objective.divergence=nope"],
         "objective.divergence: 'nope' is not one of: kl, reverse_kl, pearson, neyman, "
-        "squared_hellinger, jeffrey, js, gan, total_variation\n",
+        "squared_hellinger, jeffrey, js, gan, total_variation, triangular\n",
     ),
     (["train", "objective=fgan", "objective.generator=logit"], "objective.generator: 'logit'"),
     (["train", "objective=gan", "objective.gradient_penalty=-1"], "gradient_penalty: must be >= 0"),

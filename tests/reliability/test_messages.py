@@ -39,15 +39,15 @@ def _full_disk_for(monkeypatch: pytest.MonkeyPatch, suffix: str) -> None:
     """Writes of files ending in `suffix` fail halfway with ENOSPC (a full disk)."""
     real_write = run_dir.atomic_write
 
-    def write(path: Path, content: Any) -> None:
+    def write(path: Path, content: Any, **kwargs: Any) -> None:
         if not path.name.endswith(suffix):
-            return real_write(path, content)
+            return real_write(path, content, **kwargs)
 
         def half_then_enospc(handle: Any) -> None:
             handle.write(b"\0" * 100)
             raise OSError(errno.ENOSPC, "No space left on device")
 
-        return real_write(path, half_then_enospc)
+        return real_write(path, half_then_enospc, **kwargs)
 
     monkeypatch.setattr(run_dir, "atomic_write", write)
 
