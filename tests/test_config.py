@@ -200,8 +200,10 @@ def _expected_critic_loss(cfg: C.TrainConfig, v_real: torch.Tensor, v_fake: torc
 def test_every_sample_based_objective_trains_every_model_on_every_dataset(
     objective, model, dataset
 ):
+    # (js_pi at a π whose 1 − π differs: a prior swapped for its complement must show)
+    extra = ["objective.pi=0.3"] if objective == "js_pi" else []
     cfg = C.validate_train_config(
-        _compose(f"objective={objective}", f"model={model}", f"dataset={dataset}")
+        _compose(f"objective={objective}", f"model={model}", f"dataset={dataset}", *extra)
     )
     data = build_dataset(cfg.dataset)
     check_combination(cfg.objective, cfg.model, data)
