@@ -200,6 +200,25 @@ class RunTask:
     figures: FigureSet | None = None  # draws frames and figures at their cadences
     resume_from: dict[str, Any] | None = None  # a loaded checkpoint to continue exactly
 
+    def training_state(self) -> dict[str, Any]:
+        """What an exact resume restores (`load`): the networks, the optimisers, and every random
+        state the run draws from (its generator, torch's global stream, the batches drawn ahead),
+        and the figures' frames. The loop's checkpoint adds its step, loss sums and timings."""
+        return {
+            "model": _owned(self.model.state_dict()),
+            "objective": _owned(self.objective.state_dict()),
+            "optimizer": _owned(self.optimizer.state_dict()),
+            "critic_optimizer": (
+                _owned(self.critic_optimizer.state_dict())
+                if self.critic_optimizer is not None
+                else None
+            ),
+            "generator": self.generator.get_state(),
+            "splits": self.splits.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "figures": self.figures.state_dict() if self.figures is not None else None,
+        }
+
     def load(self, state: dict[str, Any]) -> None:
         """Restore the training state of a checkpoint (the caller checks its device)."""
         try:
@@ -411,17 +430,7 @@ def train_runs(
         t.run.save_checkpoint(
             {
                 "step": step,
-                "model": _owned(t.model.state_dict()),
-                "objective": _owned(t.objective.state_dict()),
-                "optimizer": _owned(t.optimizer.state_dict()),
-                "critic_optimizer": (
-                    _owned(t.critic_optimizer.state_dict())
-                    if t.critic_optimizer is not None
-                    else None
-                ),
-                "generator": t.generator.get_state(),
-                "splits": t.splits.state_dict(),
-                "torch_rng": torch.get_rng_state(),
+                **t.training_state(),
                 "loss_sums": {n: v[k].detach().cpu().clone() for n, v in sums.items()},
                 "loss_count": count,
                 "first_bad": {n: v.cpu() for n, v in first_bad(k).items()},
@@ -429,7 +438,6 @@ def train_runs(
                 "train_time_s": train_time[k] + (time.perf_counter() - session_start),
                 "config": t.config,
                 "device": device.type,
-                "figures": t.figures.state_dict() if t.figures is not None else None,
             }
         )
 
