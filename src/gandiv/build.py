@@ -530,7 +530,8 @@ def memory_needs(
         add(
             "critic.width",
             critic.width,
-            _mlp_parameters(dim, critic.width, critic.depth, 1),
+            # (packing m: m·dim inputs; its n/m rows are counted as n, an over-estimate)
+            _mlp_parameters(getattr(objective, "packing", 1) * dim, critic.width, critic.depth, 1),
             critic.width * critic.depth * draws,
             ("critic.depth", critic.depth),
         )

@@ -64,6 +64,7 @@ class VariationalDivergence(Objective):
     critic's loss. With `critic_ema` > 0 the model steps against an exponential moving average of
     the critic's weights (decay `critic_ema`) instead of the critic itself. With `spread`,
     `spread_samples` noisy copies of every real and fake sample are shown to the critic instead.
+    With `packing` m > 1 the critic sees packs of m samples (`pack`) and no target is stated.
     """
 
     uses_critic: ClassVar[bool] = True
