@@ -234,3 +234,16 @@ def test_a_learning_rate_that_reaches_only_the_model_is_said(gandiv, tmp_path):
     said = "trainer.lr=0.001 sets the model's learning rate only: objective=fgan gives its critic"
     assert said in (tmp_path / "one" / "train.log").read_text()
     assert "learning rate only" not in (tmp_path / "both" / "train.log").read_text()
+
+
+@pytest.mark.slow
+def test_the_pacgan_preset_sweeps_packing_with_the_mode_metrics(gandiv, tmp_path):
+    """A reduced PacGAN sweep (2 packings × 1 seed, few steps): sweep.csv has the mode columns."""
+    reduced = ("objective.packing=1,4", "trainer.seed=0", "trainer.steps=40")
+    _, rows = _sweep(gandiv, tmp_path, "+experiment=pacgan", *reduced)
+    assert sorted(row["objective.packing"] for row in rows) == ["1", "4"]
+    for row in rows:
+        assert row["status"] == "ok", row
+        assert row["modes_n_modes"] == "8"
+        for key in ("modes_covered", "modes_high_quality", "modes_hist_js"):
+            assert row[key] != "", (key, row)

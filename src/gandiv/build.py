@@ -168,20 +168,30 @@ def build_model(cfg: Any, dim: int, image_size: int | None = None) -> Generative
 
 
 def build_critic(
-    cfg: C.MLPCriticConfig | C.DCGANCriticConfig, dim: int, image_size: int | None = None
+    cfg: C.MLPCriticConfig | C.DCGANCriticConfig,
+    dim: int,
+    image_size: int | None = None,
+    packing: int = 1,
 ) -> nn.Module:
     """The critic named by ``critic.name`` (used by adversarial objectives and evaluation); the
-    DCGAN critic is for `image_size` × `image_size` RGB images."""
+    DCGAN critic is for `image_size` × `image_size` RGB images. With `packing` m it sees m
+    samples at once: m·dim inputs (vectors), or 3m channels (images, packed along channels)."""
     if isinstance(cfg, C.DCGANCriticConfig):
         assert image_size is not None, "critic=dcgan needs image data"
         return _checked(
             "critic",
             lambda: DCGANCritic(
-                cfg.width, image_size, 3, cfg.batch_norm, cfg.spectral_norm, cfg.channels_last
+                cfg.width,
+                image_size,
+                3 * packing,
+                cfg.batch_norm,
+                cfg.spectral_norm,
+                cfg.channels_last,
             ),
         )
     return _checked(
-        "critic", lambda: MLPCritic(dim, cfg.width, cfg.depth, cfg.activation, cfg.spectral_norm)
+        "critic",
+        lambda: MLPCritic(packing * dim, cfg.width, cfg.depth, cfg.activation, cfg.spectral_norm),
     )
 
 
@@ -324,7 +334,7 @@ def build_objective(
         return _mmd(cfg, data, model)
     if isinstance(cfg, C.GameConfig) and not isinstance(cfg, C.AdversarialConfig):  # lsgan, hinge
         spread = _spread_noise(cfg) if cfg.noise != "none" else None
-        critic_net = build_critic(critic, data.dim, image_size)
+        critic_net = build_critic(critic, data.dim, image_size, cfg.packing)
         if isinstance(cfg, C.LSGANConfig):
             return _checked(
                 "objective",
@@ -337,6 +347,7 @@ def build_objective(
                     critic_ema=critic.ema,
                     spread=spread,
                     spread_samples=cfg.samples,
+                    packing=cfg.packing,
                 ),
             )
         return Hinge(
@@ -346,6 +357,7 @@ def build_objective(
             critic_ema=critic.ema,
             spread=spread,
             spread_samples=cfg.samples,
+            packing=cfg.packing,
         )
     target = None
     if isinstance(cfg, C.FGANConfig):
@@ -376,7 +388,7 @@ def build_objective(
         target = get_divergence(target_name) if target_name else None
     return VariationalDivergence(
         cfg.name,
-        build_critic(critic, data.dim, image_size),
+        build_critic(critic, data.dim, image_size, cfg.packing),
         row,
         step,
         gradient_penalty=cfg.gradient_penalty,
@@ -390,6 +402,7 @@ def build_objective(
             if isinstance(cfg, C.ClassifierConfig) and cfg.divergence is not None
             else None
         ),
+        packing=cfg.packing,
     )
 
 
@@ -517,7 +530,8 @@ def memory_needs(
         add(
             "critic.width",
             critic.width,
-            _mlp_parameters(dim, critic.width, critic.depth, 1),
+            # (packing m: m·dim inputs; its n/m rows are counted as n, an over-estimate)
+            _mlp_parameters(getattr(objective, "packing", 1) * dim, critic.width, critic.depth, 1),
             critic.width * critic.depth * draws,
             ("critic.depth", critic.depth),
         )

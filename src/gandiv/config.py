@@ -222,6 +222,8 @@ class GameConfig(ObjectiveConfig):
     sigma_start: float | None = _spec(gt=0.0)
     anneal_steps: int = _spec(ge=0)
     samples: int = _spec(ge=1, le=1024)
+    # PacGAN packing: the critic sees `packing` samples at once (trainer.batch_size divisible by it)
+    packing: int = _spec(ge=1, le=64)
 
 
 @dataclass
@@ -620,7 +622,7 @@ def validate_train_config(cfg: DictConfig) -> TrainConfig:
             )
     if isinstance(objective, ClassifierConfig):
         _check_ratio_target(objective)
-    return TrainConfig(
+    config = TrainConfig(
         dataset=_group(cfg, "dataset", DATASETS),
         model=_group(cfg, "model", MODELS),
         objective=objective,
@@ -629,6 +631,13 @@ def validate_train_config(cfg: DictConfig) -> TrainConfig:
         plot=to_schema("plot", cfg.get("plot"), PlotConfig),
         resume=resume,
     )
+    if isinstance(objective, GameConfig) and config.trainer.batch_size % objective.packing:
+        raise UserError(
+            "objective.packing",
+            f"{objective.packing} must divide trainer.batch_size={config.trainer.batch_size}"
+            " (the critic sees the batch in packs of objective.packing samples)",
+        )
+    return config
 
 
 # Keys added after runs were saved without them, and the value that reproduces how such a run
@@ -639,6 +648,7 @@ ADDED_OBJECTIVE_KEYS: dict[str, Any] = {
     "allow_unstable": True,
     "generator": "minimax",  # gan's (js_pi and fgan always had theirs)
     "divergence": None,  # gan's and js_pi's ratio target (fgan and direct always had theirs)
+    "packing": 1,  # every game with a critic
 }
 # (lr_end_factor does nothing at constant rates: the shipped value, so a resume compares equal)
 ADDED_TRAINER_KEYS: dict[str, Any] = {"lr_schedule": "constant", "lr_end_factor": 0.1}

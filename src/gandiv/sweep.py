@@ -35,7 +35,8 @@ log = logging.getLogger("gandiv")
 
 # The final values of summary.json a sweep's table carries (those a run has), and those its
 # figure draws: ground truth on the data (kl_*, js), on the spread densities (spread_*: for
-# objective=spread and instance noise), and the ICA Amari distance.
+# objective=spread and instance noise), the ICA Amari distance, and on data with modes (mixtures)
+# the final samples' mode metrics (`gandiv.evaluation.modes`).
 METRICS = (
     "steps",
     "loss",
@@ -48,6 +49,10 @@ METRICS = (
     "spread_js",
     "spread_objective_divergence",
     "amari_distance",
+    "modes_covered",
+    "modes_n_modes",
+    "modes_high_quality",
+    "modes_hist_js",
     "steps_per_s",
 )
 DRAWN = ("kl_pq", "kl_qp", "js", "spread_kl_pq", "spread_kl_qp", "spread_js", "amari_distance")

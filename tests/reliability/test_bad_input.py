@@ -245,6 +245,15 @@ CATALOGUE = [
     ),
     (["train", "objective=fgan", "objective.generator=logit"], "objective.generator: 'logit'"),
     (["train", "objective=gan", "objective.gradient_penalty=-1"], "gradient_penalty: must be >= 0"),
+    (
+        ["train", "objective=gan", "objective.packing=3", "trainer.batch_size=64"],
+        "objective.packing: 3 must divide trainer.batch_size=64",
+    ),
+    (
+        ["train", "objective=lsgan", "dataset=ring8", "model=mlp", "objective.packing=5"],
+        "objective.packing: 5 must divide trainer.batch_size=512",
+    ),
+    (["train", "objective=hinge", "objective.packing=0"], "objective.packing: must be >= 1"),
     (["train", "objective=mmd", "objective.bandwidths=[]"], "bandwidths: must not be an empty"),
     (["train", "objective=mmd", "objective.bandwidths=[0.5,0]"], "bandwidths: must be > 0.0"),
     (

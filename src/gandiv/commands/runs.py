@@ -150,6 +150,12 @@ def ideal_search(
 ) -> IdealSearch | str:
     """The search for the ideal fit of the objective's target divergence, or why there is none."""
     row = objective.divergence
+    packing = getattr(objective, "packing", 1)
+    if row is None and packing > 1:
+        return (
+            f"objective.packing={packing}: the critic compares P^{packing} with Q^{packing}, and "
+            "the game's divergence between them is no divergence of P and Q with a known ideal"
+        )
     if row is None:
         return (
             f"objective={config.objective.name}: no divergence is known that its model step "

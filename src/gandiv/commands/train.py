@@ -46,7 +46,7 @@ from gandiv.commands.runs import (
 )
 from gandiv.data.images import ImageData, ImageSplits
 from gandiv.data.splits import ToySplits
-from gandiv.data.toy import ToyData
+from gandiv.data.toy import Mixture, ToyData
 from gandiv.errors import (
     EXIT_NUMERICAL,
     EXIT_USER_ERROR,
@@ -242,6 +242,7 @@ class PreparedRun:
     log_format: logging.Formatter | None
     console_format: logging.Formatter | None  # the job's console format
     ideal: IdealSearch | str  # the search for the target's ideal, or why there is none
+    mixture: Mixture | None = None  # data with modes: summary.json gets the final mode metrics
     # the model's parameters as built, before any step or resumed checkpoint (run health)
     initial_parameters: dict[str, torch.Tensor] = dataclasses.field(init=False, repr=False)
 
@@ -405,6 +406,7 @@ class PreparedRun:
             self.device,
             self.task.figures,
             partial(self.health, result.step),
+            self.mixture,
         )
         if self.images:
             log.info("images: figures/samples.png, samples.npy (uint8 NHWC)")
@@ -626,6 +628,7 @@ def prepare(cfg: DictConfig, run: RunDirectory, multirun: bool) -> PreparedRun |
         log_format=file_logs[0].formatter if file_logs else None,
         console_format=streams[0].formatter if streams else None,
         ideal=ideal,
+        mixture=data if isinstance(data, Mixture) else None,
     )
 
 

@@ -26,6 +26,14 @@ the bound equals JS_π(P‖Q).
 With spread noise (instance noise; Zhang et al. 2018) the same noise is added to real and fake
 samples before the critic sees them, so the game is played between P̃ = P * K and Q̃ = Q * K, whose
 supports overlap even when P and Q lie on different curves.
+
+With packing m (PacGAN; Lin et al. 2018) the critic sees m samples at once: a batch (n, d) becomes
+(n/m, m·d) (images (n, C, H, W) become (n/m, m·C, H, W): the m images along channels), real and
+fake alike, in the critic's loss and in the model's step. The game is then played between the
+product distributions P^m and Q^m: the critic's bound estimates D_f(P^m‖Q^m), not D_f(P‖Q), and
+the objective states no target divergence (`divergence` None; the README says why). Instance noise
+is added after packing (each coordinate of a pack gets its own noise, so the noised pack is drawn
+from (P * K)^m).
 """
 
 from __future__ import annotations
@@ -56,6 +64,7 @@ class VariationalDivergence(Objective):
     critic's loss. With `critic_ema` > 0 the model steps against an exponential moving average of
     the critic's weights (decay `critic_ema`) instead of the critic itself. With `spread`,
     `spread_samples` noisy copies of every real and fake sample are shown to the critic instead.
+    With `packing` m > 1 the critic sees packs of m samples (`pack`) and no target is stated.
     """
 
     uses_critic: ClassVar[bool] = True
@@ -74,8 +83,11 @@ class VariationalDivergence(Objective):
         spread_samples: int = 1,
         log_ratio_bound: float | None = None,
         ratio_target: FDivergence | None = None,
+        packing: int = 1,
     ) -> None:
         super().__init__()
+        if packing < 1:
+            raise ValueError(f"packing must be at least 1, got {packing}")
         if generator_loss not in self.generator_losses:
             raise ValueError(f"generator loss must be one of {self.generator_losses}")
         self.name = name  # type: ignore[misc]
@@ -99,6 +111,9 @@ class VariationalDivergence(Objective):
                 )
             self.log_ratio_offset = at(0.0)
             self.divergence = pinned(ratio_target)
+        self.packing = packing
+        if packing > 1:  # the game is between P^m and Q^m: no divergence of P and Q is known
+            self.divergence = None
         self.gradient_penalty = gradient_penalty
         self.spread = spread
         self.spread_samples = spread_samples
@@ -130,8 +145,20 @@ class VariationalDivergence(Objective):
         target = None if self.ratio_target is None else self.ratio_target.name
         return type(self).__name__, self.row.name, self.generator_loss, target
 
+    def pack(self, x: Tensor) -> Tensor:
+        """x with every m = `packing` consecutive samples joined into one input of the critic:
+        (n, d) → (n/m, m·d), (n, C, H, W) → (n/m, m·C, H, W); x itself for m = 1."""
+        m = self.packing
+        if m == 1:
+            return x
+        if len(x) % m:
+            raise ValueError(f"{len(x)} samples cannot be packed in groups of {m}")
+        return x.reshape(len(x) // m, m * x.shape[1], *x.shape[2:])
+
     def noisy(self, x: Tensor, generator: torch.Generator) -> Tensor:
-        """x itself, or with spread noise: `spread_samples` copies of each point plus noise."""
+        """x packed (`pack`), and with spread noise: `spread_samples` copies of each (packed)
+        point plus noise."""
+        x = self.pack(x)
         if self.spread is None:
             return x
         return self.spread.kernel_at(self.step).add_noise(x, generator, self.spread_samples)
@@ -198,6 +225,8 @@ class VariationalDivergence(Objective):
         return self._model_step(fake)
 
     def sample_loss(self, model: GenerativeModel, samples: Tensor, batch: Tensor) -> Tensor:
+        if self.packing > 1:  # a sample's push depends on the samples packed with it
+            raise NotImplementedError("a packed critic's push is not a function of one sample")
         if self.spread is not None:  # the push averaged over fixed noise draws
             local = torch.Generator(device=samples.device).manual_seed(SAMPLE_LOSS_SEED)
             samples = self.noisy(samples, local)
@@ -220,7 +249,10 @@ class VariationalDivergence(Objective):
         return -v.mean(-1)  # logit: maximise E_q[V]
 
     def critic_output(self, x: Tensor) -> Tensor:
-        """The critic's raw output V(x) (the averaged critic's, with critic_ema)."""
+        """The critic's raw output V(x) (the averaged critic's, with critic_ema); a packed critic
+        (packing > 1) is a function of m points, not of one: NotImplementedError."""
+        if self.packing > 1:
+            raise NotImplementedError("a packed critic is not a function of one point")
         critic = self.critic if self.critic_average is None else self.critic_average
         return self.bounded(critic(x))
 
@@ -256,6 +288,7 @@ class LeastSquares(VariationalDivergence):
         critic_ema: float = 0.0,
         spread: SpreadNoise | None = None,
         spread_samples: int = 1,
+        packing: int = 1,
     ) -> None:
         a, b, _ = coding
         if a == b:
@@ -271,6 +304,7 @@ class LeastSquares(VariationalDivergence):
             target=None,
             spread=spread,
             spread_samples=spread_samples,
+            packing=packing,
         )
         self.coding = coding
 
@@ -325,6 +359,7 @@ class Hinge(VariationalDivergence):
         critic_ema: float = 0.0,
         spread: SpreadNoise | None = None,
         spread_samples: int = 1,
+        packing: int = 1,
     ) -> None:
         super().__init__(
             name,
@@ -336,6 +371,7 @@ class Hinge(VariationalDivergence):
             target=None,
             spread=spread,
             spread_samples=spread_samples,
+            packing=packing,
         )
 
     def bound(self, v_real: Tensor, v_fake: Tensor) -> Tensor:

@@ -220,9 +220,14 @@ class RunFigures(FigureSet):
                 ideals=self.ideals,
                 ideal_label=self.ideal_label,
             )
+        values = None
         if self.objective.uses_critic:
             with torch.no_grad():
-                values = self._on_grid(self.objective.critic_output(grid_points).cpu().numpy())
+                try:  # (a packed critic is a function of several points: no figure)
+                    values = self._on_grid(self.objective.critic_output(grid_points).cpu().numpy())
+                except NotImplementedError:
+                    values = None
+        if values is not None:
             real = self.real.cpu().numpy()
             label = "critic output V(x)"
             if self.ys is None:

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 
 from gandiv.data.images import to_uint8_images
+from gandiv.data.toy import Mixture
+from gandiv.evaluation.modes import mode_metrics
 from gandiv.evaluation.report import sample_in_chunks
 from gandiv.models import GaussianModel, LinearGenerator
 from gandiv.models.base import GenerativeModel
@@ -58,9 +60,11 @@ def write_final_files(
     device: torch.device,
     figures: FigureSet | None,
     health: Callable[[list[dict[str, Any]], np.ndarray | None, Any], dict[str, Any]] | None = None,
+    mixture: Mixture | None = None,
 ) -> dict[str, Any] | None:
     """Write the run's final figures, samples.npy and summary.json; return its health block
-    (None when not assessed: `health` None, or a torchrun rank that writes nothing)."""
+    (None when not assessed: `health` None, or a torchrun rank that writes nothing). With data
+    that have modes (`mixture`), the summary gets the final samples' mode metrics (modes_*)."""
     model.eval()
     final_samples = None
     if figures is not None:
@@ -94,6 +98,9 @@ def write_final_files(
             "params": model_parameters(model),
         }
     )
+    if mixture is not None and final_samples is not None:
+        modes = mode_metrics(torch.from_numpy(final_samples).double(), mixture)
+        summary.update({f"modes_{key}": value for key, value in modes.items()})
     if health is not None and run.writes:  # (after summary["ideal"], whose gap it reads)
         ideal = summary.get("ideal")
         gap = ideal.get("gap") if isinstance(ideal, dict) else None

@@ -38,6 +38,8 @@ def unvectorizable(model: GenerativeModel, objective: Objective) -> str | None:
         return f"objective={objective.name} is not an adversarial objective"
     if objective.gradient_penalty > 0:
         return "objective.gradient_penalty > 0"
+    if objective.packing > 1:
+        return "objective.packing > 1"
     if objective.critic_average is not None:
         return "objective.critic_ema > 0"
     if not model.separates_noise:
