@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from gandiv.commands.evaluate import CPU_IMAGE_CRITIC_STEPS
+from gandiv.commands.evaluate import AUTO_CRITIC_STEPS, CPU_IMAGE_CRITIC_STEPS, critic_steps
 from gandiv.divergences import get_divergence
 from gandiv.objectives.adversarial import VariationalDivergence
 
@@ -137,6 +137,18 @@ def test_eval_critic_steps_auto_is_small_on_the_cpu_and_says_so(
     assert f"independent critics: {steps} updates each (eval.critic.steps=auto on the CPU" in log
     assert "set eval.critic.steps=N for more" in log
     assert f"independent critics: {2 * steps}/{2 * steps} updates" in log
+
+
+def test_eval_critic_steps_auto_follows_the_data_and_the_device():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert critic_steps("auto", True, cpu)[0] == CPU_IMAGE_CRITIC_STEPS < AUTO_CRITIC_STEPS
+    assert critic_steps("auto", True, cuda)[0] == AUTO_CRITIC_STEPS == 1000
+    assert critic_steps("auto", False, cpu)[0] == AUTO_CRITIC_STEPS  # vectors: cheap anywhere
+    for images in (True, False):  # a number given always wins
+        for device in (cpu, cuda):
+            steps, line = critic_steps(3000, images, device)
+            assert steps == 3000 and line.endswith("(eval.critic.steps=3000)")
+    assert "eval.critic.steps=auto on cuda" in critic_steps("auto", True, cuda)[1]
 
 
 @pytest.mark.parametrize("prefix", ["", "+"])
