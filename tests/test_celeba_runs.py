@@ -144,9 +144,9 @@ def test_eval_critic_steps_auto_follows_the_data_and_the_device():
     assert critic_steps("auto", True, cpu)[0] == CPU_IMAGE_CRITIC_STEPS < AUTO_CRITIC_STEPS
     assert critic_steps("auto", True, cuda)[0] == AUTO_CRITIC_STEPS == 1000
     assert critic_steps("auto", False, cpu)[0] == AUTO_CRITIC_STEPS  # vectors: cheap anywhere
-    for images in (True, False):  # a number given always wins
+    for on_images in (True, False):  # a number given always wins
         for device in (cpu, cuda):
-            steps, line = critic_steps(3000, images, device)
+            steps, line = critic_steps(3000, on_images, device)
             assert steps == 3000 and line.endswith("(eval.critic.steps=3000)")
     assert "eval.critic.steps=auto on cuda" in critic_steps("auto", True, cuda)[1]
 
