@@ -48,7 +48,7 @@ format: install ## apply ruff's fixes and formatting
 fidelity: install ## every objective at its defaults on toy problems × 5 seeds: target, ideal, achieved, gap → docs/fidelity-table.md (hours on 2 cores)
 	$(BIN)/python benchmarks/fidelity.py --out docs/fidelity-table.md
 
-bench: install ## benchmarks (ratios, see benchmarks/README.md): steps against plain PyTorch; vectorised groups; sweeps; whole runs; ground truth's share; mmd against ns_gan; DCGAN images/s
+bench: install ## benchmarks (ratios, see benchmarks/README.md): steps against plain PyTorch; vectorised groups; sweeps; whole runs; ground truth's share; mmd against ns_gan; DCGAN images/s; image eval on the CPU
 	$(BIN)/python benchmarks/bench_step.py
 	$(BIN)/python benchmarks/bench_gan.py
 	$(BIN)/python benchmarks/bench_levers.py
@@ -58,6 +58,7 @@ bench: install ## benchmarks (ratios, see benchmarks/README.md): steps against p
 	$(BIN)/python benchmarks/bench_truth.py
 	$(BIN)/python benchmarks/bench_mmd.py
 	$(BIN)/python benchmarks/bench_images.py
+	$(BIN)/python benchmarks/bench_image_eval.py --rounds 2
 
 clean: ## remove the environment and every run output
 	rm -rf $(VENV) outputs multirun .pytest_cache .mypy_cache .ruff_cache

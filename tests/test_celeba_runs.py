@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -11,11 +12,12 @@ import pytest
 import torch
 from torch import nn
 
+from gandiv.commands.evaluate import AUTO_CRITIC_STEPS, CPU_IMAGE_CRITIC_STEPS, critic_steps
 from gandiv.divergences import get_divergence
 from gandiv.objectives.adversarial import VariationalDivergence
 
 from .celeba_copy import COUNTS, SIZE, images, make_copy, write_faces
-from .conftest import final_model_state, metrics_without_time, only_run, read_json
+from .conftest import final_model_state, metrics_without_time, only_run, read_json, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +28,7 @@ def copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "data"
 
 
-EVAL_TINY = ["eval.images.steps=5", "eval.images.batch_size=8", "eval.images.grid=16"]
+EVAL_TINY = ["eval.critic.steps=5", "eval.images.batch_size=8", "eval.images.grid=16"]
 
 
 def test_a_dcgan_run_writes_its_directory_and_evaluates(gandiv, tmp_path: Path, copy: Path):
@@ -79,6 +81,90 @@ def test_a_dcgan_run_writes_its_directory_and_evaluates(gandiv, tmp_path: Path, 
     result = gandiv("plot", f"run={run}")  # redraws the image figures from the checkpoint
     assert result.code == 0, result.err
     print(f"\n20-step {SIZE}×{SIZE} DCGAN run: train {train_s:.2f} s, eval {eval_s:.2f} s")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(copy: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 3-step tiny DCGAN run, evaluated by the tests below (each on a copy of its own)."""
+    out = tmp_path_factory.mktemp("tiny_run") / "run"
+    args = images(copy, "objective=ns_gan", "trainer.steps=3", "plot.every=0")
+    result = run_cli("train", *args, f"hydra.run.dir={out}", cwd=out.parent)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def _copy_run(run: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "run"
+    shutil.copytree(run, target)
+    return target
+
+
+def test_eval_critic_steps_set_the_image_critics_updates_with_progress(
+    gandiv, tmp_path: Path, tiny_run: Path
+):
+    """eval.critic.steps means each independent critic's updates on images as on vectors; the
+    log says so and shows the critics' progress."""
+    run = _copy_run(tiny_run, tmp_path)
+    result = gandiv("eval", f"run={run}", "eval.critic.steps=7", *EVAL_TINY[1:])
+    assert result.code == 0, result.err
+    report = read_json(run / "eval.json")
+    assert {report["independent_critic"][n]["steps"] for n in ("js", "kl")} == {7}
+    budget = report["independent_critic_budget"]
+    assert (budget["steps"], budget["setting"], budget["batch_size"]) == (7, 7, 8)
+    log = (run / "eval.log").read_text()
+    assert "independent critics: 7 updates each (eval.critic.steps=7)" in log
+    # two critics (one per half of the test images) of 7 updates each, a line every tenth
+    assert "independent critics: 14/14 updates" in log
+    assert log.count("/14 updates") == 7  # at 2, 4, ..., 12 and 14
+
+
+def test_eval_critic_steps_auto_is_small_on_the_cpu_and_says_so(
+    gandiv, tmp_path: Path, tiny_run: Path
+):
+    run = _copy_run(tiny_run, tmp_path)
+    result = gandiv("eval", f"run={run}", "device=cpu", *EVAL_TINY[1:])
+    assert result.code == 0, result.err
+    report = read_json(run / "eval.json")
+    steps = CPU_IMAGE_CRITIC_STEPS
+    assert report["independent_critic"]["js"]["steps"] == steps
+    assert report["independent_critic_budget"] == {
+        "steps": steps,
+        "setting": "auto",
+        "device": "cpu",
+        "batch_size": 8,
+    }
+    log = (run / "eval.log").read_text()
+    assert f"independent critics: {steps} updates each (eval.critic.steps=auto on the CPU" in log
+    assert "set eval.critic.steps=N for more" in log
+    assert f"independent critics: {2 * steps}/{2 * steps} updates" in log
+
+
+def test_eval_critic_steps_auto_follows_the_data_and_the_device():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert critic_steps("auto", True, cpu)[0] == CPU_IMAGE_CRITIC_STEPS < AUTO_CRITIC_STEPS
+    assert critic_steps("auto", True, cuda)[0] == AUTO_CRITIC_STEPS == 1000
+    assert critic_steps("auto", False, cpu)[0] == AUTO_CRITIC_STEPS  # vectors: cheap anywhere
+    for on_images in (True, False):  # a number given always wins
+        for device in (cpu, cuda):
+            steps, line = critic_steps(3000, on_images, device)
+            assert steps == 3000 and line.endswith("(eval.critic.steps=3000)")
+    assert "eval.critic.steps=auto on cuda" in critic_steps("auto", True, cuda)[1]
+
+
+@pytest.mark.parametrize("prefix", ["", "+"])
+def test_the_removed_eval_images_steps_is_refused_in_one_line(
+    gandiv, tmp_path: Path, tiny_run: Path, prefix: str
+):
+    run = _copy_run(tiny_run, tmp_path)
+    before = sorted(p.relative_to(run) for p in run.rglob("*"))
+    result = gandiv("eval", f"run={run}", f"{prefix}eval.images.steps=5")
+    assert result.code == 2, result.err
+    assert result.err.splitlines() == [
+        "gandiv eval: error: eval.images.steps: removed; the independent critic's updates are "
+        "eval.critic.steps on image runs too (auto: 1000 on CUDA, fewer on the CPU), e.g. "
+        "eval.critic.steps=200"
+    ]
+    assert sorted(p.relative_to(run) for p in run.rglob("*")) == before  # nothing written
 
 
 @pytest.mark.parametrize(

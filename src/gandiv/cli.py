@@ -262,7 +262,12 @@ def describe_hydra_error(err: Exception) -> str:
         return f"{missing.group(1)}={missing.group(2)}: unknown option"
     override = re.search(r"Could not override '([^']+)'", text)
     if override:
+        from gandiv.config import removed_key  # (imports torch: not before it is needed)
+
         key = override.group(1)
+        gone = removed_key(key)
+        if gone:
+            return f"{key}: {gone}"
         return f"{key}: unknown key (`--cfg job` lists every key)"
     appending = re.search(r"Could not append to config\. An item is already at '([^']+)'", text)
     if appending:

@@ -385,7 +385,10 @@ class EvalCriticConfig:
     divergences: list[str] = (
         _spec()
     )  # rows of gandiv.divergences or "wasserstein", checked when built
-    steps: int = _spec(ge=1)
+    # updates of each critic, on vectors and images alike: a whole number >= 1, or "auto"
+    # (resolved by `gandiv.commands.evaluate`: from the data and the device); checked in
+    # `validate_eval_config`
+    steps: Any = field(default=MISSING)
     batch_size: int = _spec(ge=2)
     lr: float = _spec(gt=0.0, le=1e3)
     ema: float = _spec(ge=0.0, lt=1.0)
@@ -396,10 +399,9 @@ class EvalCriticConfig:
 
 @dataclass
 class EvalImagesConfig:
-    """The independent critic's budget on image runs (eval.critic's steps/batch_size are for
-    vectors); lr, ema and gradient_penalty come from eval.critic."""
+    """What image runs use instead of eval.critic's batch_size and model_samples; the critic's
+    steps, lr, ema and gradient_penalty are eval.critic's."""
 
-    steps: int = _spec(ge=1)
     batch_size: int = _spec(ge=2)
     test_images: int | None = _spec(ge=4)
     nll_images: int = _spec(ge=1)
@@ -494,12 +496,29 @@ def _as_floats(value: Any) -> Any:
     return value
 
 
+# Keys that were removed, and what to write instead (the command line's message for each).
+REMOVED_KEYS: dict[str, str] = {
+    "eval.images.steps": (
+        "removed; the independent critic's updates are eval.critic.steps on image runs too "
+        "(auto: 1000 on CUDA, fewer on the CPU), e.g. eval.critic.steps=200"
+    ),
+}
+
+
+def removed_key(key: str) -> str | None:
+    """The message for a removed key (`REMOVED_KEYS`), with or without Hydra's + prefix."""
+    return REMOVED_KEYS.get(key.removeprefix("+").removeprefix("++"))
+
+
 def _check_keys(prefix: str, node: DictConfig, schema: type) -> None:
     """Unknown keys, at any depth of nested schemas, named with their dotted path."""
     hints = typing.get_type_hints(schema)
     allowed = [f.name for f in dataclasses.fields(schema)]
     dot = f"{prefix}." if prefix else ""
     for key in map(str, node):
+        gone = removed_key(f"{dot}{key}")
+        if gone:
+            raise UserError(f"{dot}{key}", gone)
         if key not in allowed:
             where = f"{prefix}" if prefix else "this command"
             raise UserError(f"{dot}{key}", f"unknown key; {where} accepts: {', '.join(allowed)}")
@@ -687,6 +706,15 @@ def load_train_config(path: Path) -> TrainConfig:
         raise UserError(str(path), f"not a valid gandiv train config ({err})") from None
 
 
+def _check_critic_steps(steps: Any) -> None:
+    """eval.critic.steps: a whole number >= 1, or auto."""
+    if steps == "auto":
+        return
+    if isinstance(steps, bool) or not isinstance(steps, int):
+        raise UserError("eval.critic.steps", f"must be a whole number >= 1 or auto, got {steps!r}")
+    _check_value("eval.critic.steps", steps, {"ge": 1})
+
+
 def validate_eval_config(cfg: DictConfig) -> EvalConfig:
     """Check a composed `gandiv eval` config."""
     for key in cfg:
@@ -703,6 +731,7 @@ def validate_eval_config(cfg: DictConfig) -> EvalConfig:
         )
     options = to_schema("eval", cfg.get("eval"), EvalOptions)
     _check_constraints("eval.critic.", options.critic)
+    _check_critic_steps(options.critic.steps)
     _check_constraints("eval.images.", options.images)
     return EvalConfig(
         run=top.run,

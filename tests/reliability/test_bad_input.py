@@ -463,6 +463,14 @@ CATALOGUE = [
     (["eval", "run={run}", "eval.num_samples=5"], "eval.num_samples: must be >= 100 and <="),
     (["eval", "run={run}", "eval.critic.steps=0"], "eval.critic.steps: must be >= 1, got 0"),
     (
+        ["eval", "run={run}", "eval.critic.steps=lots"],
+        "eval.critic.steps: must be a whole number >= 1 or auto, got 'lots'",
+    ),
+    (
+        ["eval", "run={run}", "eval.images.steps=5"],
+        "eval.images.steps: removed; the independent critic's updates are eval.critic.steps",
+    ),
+    (
         ["eval", "run={run}", "eval.critic.divergences=[bogus]"],
         "eval.critic.divergences: 'bogus' is not one of: kl, reverse_kl",
     ),

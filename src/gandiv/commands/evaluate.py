@@ -12,13 +12,16 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from importlib.resources import files
 from pathlib import Path
 from typing import Any, cast
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from gandiv import config as C
 from gandiv.build import build_critic, memory_needs, resolve_device
@@ -35,7 +38,7 @@ from gandiv.data.images import ImageData, ImageSplits
 from gandiv.data.splits import ToySplits
 from gandiv.divergences import DIVERGENCE_NAMES
 from gandiv.errors import NumericalError, UserError
-from gandiv.evaluation.critic import CriticBudget, independent_critics
+from gandiv.evaluation.critic import CriticBudget, critic_updates, independent_critics
 from gandiv.evaluation.report import CriticEstimates, ideals_report, image_report, vector_report
 from gandiv.models.base import GenerativeModel
 from gandiv.objectives.base import Objective
@@ -52,6 +55,66 @@ from gandiv.training.figures import save_figures
 from gandiv.training.run_dir import RunDirectory
 
 log = logging.getLogger("gandiv")
+
+# eval.critic.steps=auto: each independent critic's updates on vector data, and on images on a
+# GPU.
+AUTO_CRITIC_STEPS = 1000
+# eval.critic.steps=auto on images on the CPU: one update of the 64×64 DCGAN critic (width 64,
+# batch 64, with the generator's samples) took 0.9–1.8 s on the 2-core CPU, so 1,000 updates of
+# each of two critics took over 20 minutes; this many keeps a tiny run's evaluation under a
+# minute (benchmarks/README.md, image evaluation).
+CPU_IMAGE_CRITIC_STEPS = 20
+# Progress lines while the independent critics train: one per this share of their updates.
+PROGRESS_LINES = 10
+
+
+def critic_steps(setting: int | str, images: bool, device: torch.device) -> tuple[int, str]:
+    """eval.critic.steps resolved for a run (an explicit number as given; ``auto`` from the
+    data and the device), and the log's line saying what it is, why, and how to change it."""
+    if setting != "auto":
+        steps = int(setting)
+        return steps, f"independent critics: {steps} updates each (eval.critic.steps={steps})"
+    if images and device.type == "cpu":
+        return CPU_IMAGE_CRITIC_STEPS, (
+            f"independent critics: {CPU_IMAGE_CRITIC_STEPS} updates each (eval.critic.steps=auto "
+            f"on the CPU: an image critic's update costs about a second here, {AUTO_CRITIC_STEPS} "
+            f"on a GPU; a weak critic's estimates sit low: set eval.critic.steps=N for more)"
+        )
+    return AUTO_CRITIC_STEPS, (
+        f"independent critics: {AUTO_CRITIC_STEPS} updates each (eval.critic.steps=auto on "
+        f"{device.type}; set eval.critic.steps=N to change)"
+    )
+
+
+@contextmanager
+def _critic_progress(total: int) -> Iterator[Callable[[], None]]:
+    """A callback for each of the independent critics' `total` updates: a progress bar when
+    stderr is a terminal, and a log line every tenth of the way."""
+    bar = tqdm(
+        total=total,
+        desc="independent critics",
+        unit="step",
+        disable=None,
+        dynamic_ncols=True,
+    )
+    started = time.perf_counter()
+    every = max(1, -(-total // PROGRESS_LINES))
+    done = 0
+
+    def advance() -> None:
+        nonlocal done
+        done += 1
+        bar.update(1)
+        if done % every == 0 or done == total:
+            log.info(
+                "independent critics: %d/%d updates, %.1f s",
+                done,
+                total,
+                time.perf_counter() - started,
+            )
+
+    with logging_redirect_tqdm(), bar:
+        yield advance
 
 
 def evaluate_run(path: Path, options: C.EvalConfig) -> dict[str, Any]:
@@ -87,7 +150,7 @@ def evaluate_run(path: Path, options: C.EvalConfig) -> dict[str, Any]:
     settings = options.eval
     critic = settings.critic
     budget = CriticBudget(
-        steps=critic.steps,
+        steps=critic_steps(critic.steps, False, device)[0],
         batch_size=critic.batch_size,
         lr=critic.lr,
         ema=critic.ema,
@@ -129,10 +192,14 @@ def evaluate_run(path: Path, options: C.EvalConfig) -> dict[str, Any]:
 
 
 def _critics(
-    settings: C.EvalOptions, make_critic: Callable[[], torch.nn.Module], budget: CriticBudget
+    settings: C.EvalOptions,
+    make_critic: Callable[[], torch.nn.Module],
+    budget: CriticBudget,
+    progress: bool = False,
 ) -> CriticEstimates:
     """The independent critics' estimates of ``eval.critic.divergences`` (js_pi at the first of
-    ``eval.pis``), cross-fitted over the two halves of the held-out data."""
+    ``eval.pis``), cross-fitted over the two halves of the held-out data; with `progress`, shown
+    as they train (`_critic_progress`)."""
     pi = settings.pis[0] if settings.pis else None
 
     def estimate(
@@ -140,16 +207,23 @@ def _critics(
         sample_model: Callable[[int, torch.Generator], torch.Tensor],
         generator: torch.Generator,
     ) -> dict[str, Any]:
+        divergences = settings.critic.divergences
         try:
-            return independent_critics(
-                settings.critic.divergences,
-                real,
-                sample_model,
-                make_critic,
-                budget,
-                generator,
-                pi=pi,
-            )
+            if not progress:
+                return independent_critics(
+                    divergences, real, sample_model, make_critic, budget, generator, pi=pi
+                )
+            with _critic_progress(critic_updates(divergences, budget)) as advance:
+                return independent_critics(
+                    divergences,
+                    real,
+                    sample_model,
+                    make_critic,
+                    budget,
+                    generator,
+                    pi=pi,
+                    progress=advance,
+                )
         except ValueError as err:
             raise UserError("eval.critic.divergences", str(err)) from None
 
@@ -190,8 +264,10 @@ def _evaluate_images(
             f"the test partition has {len(test)} images; evaluation needs at least 4",
         )
     critic_config = _image_critic(options, config)
+    steps, why = critic_steps(settings.critic.steps, True, device)
+    log.info(why)
     budget = CriticBudget(
-        steps=budget_of.steps,
+        steps=steps,
         batch_size=budget_of.batch_size,
         lr=settings.critic.lr,
         ema=settings.critic.ema,
@@ -208,7 +284,10 @@ def _evaluate_images(
         generator=torch.Generator(device=device).manual_seed(options.seed),
         bound=objective if isinstance(objective, SpreadKL) else None,
         critics=_critics(
-            settings, lambda: build_critic(critic_config, data.dim, data.size).to(device), budget
+            settings,
+            lambda: build_critic(critic_config, data.dim, data.size).to(device),
+            budget,
+            progress=True,
         ),
         critic_architecture={
             k: v for k, v in dataclasses.asdict(critic_config).items() if k != "ema"
@@ -218,6 +297,12 @@ def _evaluate_images(
         model_name=config.model.name,
         title=f"{run_title(config)} · step {step}",
     )
+    report["independent_critic_budget"] = {
+        "steps": steps,
+        "setting": settings.critic.steps,
+        "device": device.type,
+        "batch_size": budget.batch_size,
+    }
     save_figures(RunDirectory(path), grids)
     return report
 

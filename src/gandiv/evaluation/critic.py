@@ -58,6 +58,7 @@ __all__ = [
     "WASSERSTEIN",
     "CriticBudget",
     "bias_note",
+    "critic_updates",
     "independent_critic",
     "independent_critics",
 ]
@@ -201,8 +202,10 @@ def _train_critic(
     fresh_samples: Callable[[int], Tensor],
     budget: CriticBudget,
     generator: torch.Generator,
+    progress: Callable[[], None] | None = None,
 ) -> nn.Module:
-    """`critic` trained on `train` against fresh model samples; its EMA, in eval mode."""
+    """`critic` trained on `train` against fresh model samples; its EMA, in eval mode.
+    `progress()` is called after each update."""
     average = AveragedModel(critic, multi_avg_fn=get_ema_multi_avg_fn(budget.ema), use_buffers=True)
     optimiser = torch.optim.Adam(critic.parameters(), lr=budget.lr, betas=budget.betas)
     batch = budget.batch_size
@@ -227,6 +230,8 @@ def _train_critic(
         loss.backward()
         optimiser.step()
         average.update_parameters(critic)
+        if progress is not None:
+            progress()
     return average.eval()
 
 
@@ -237,6 +242,7 @@ def _cross_fit(
     make_critic: Callable[[], nn.Module],
     budget: CriticBudget,
     generator: torch.Generator,
+    progress: Callable[[], None] | None = None,
 ) -> list[_Fold]:
     """Two critics, each trained on one half of `real` and evaluated on the other."""
     rows = max(1, _EVAL_CHUNK // max(1, real[0].numel()))
@@ -252,7 +258,9 @@ def _cross_fit(
             with torch.no_grad():
                 return sample_model(n, generator).detach().to(device=real.device, dtype=dtype)
 
-        critic = _train_critic(wasserstein, critic, train, fresh_samples, budget, generator)
+        critic = _train_critic(
+            wasserstein, critic, train, fresh_samples, budget, generator, progress
+        )
         m = budget.model_samples or len(held_out)
         model = torch.cat(
             [_critic_values(critic, fresh_samples(min(rows, m - i))) for i in range(0, m, rows)]
@@ -300,6 +308,7 @@ def independent_critics(
     budget: CriticBudget,
     generator: torch.Generator,
     pi: float | None = None,
+    progress: Callable[[], None] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Estimate each of `divergences` with critics trained from scratch on held-out data,
     cross-fitted over its two halves (Gulrajani, Raffel & Metz 2018; Im et al. 2018).
@@ -316,6 +325,8 @@ def independent_critics(
     ``train_estimate`` (each critic on its own training half: above ``estimate`` when the critics
     overfit), ``bias`` (which way the truth lies), ``steps``, ``n_train`` (points per critic),
     ``n_test`` (points scored), ``model_samples`` (in all).
+
+    `progress()`, if given, is called after every critic update: `critic_updates` of them in all.
     """
     rows: dict[str, FDivergence | None] = {}
     for name in divergences:
@@ -330,12 +341,19 @@ def independent_critics(
     folds: dict[bool, list[_Fold]] = {}
     for wasserstein in sorted({row is None for row in rows.values()}):
         folds[wasserstein] = _cross_fit(
-            wasserstein, real, sample_model, make_critic, budget, generator
+            wasserstein, real, sample_model, make_critic, budget, generator, progress
         )
     return {
         name: {**_report(row, folds[row is None], budget), "bias": bias_note(name, pi)}
         for name, row in rows.items()
     }
+
+
+def critic_updates(divergences: Sequence[str], budget: CriticBudget) -> int:
+    """The updates :func:`independent_critics` makes for `divergences`: `budget.steps` for each
+    critic, two critics (one per half) for the logistic rows and two for ``wasserstein``."""
+    pairs = len({name == WASSERSTEIN for name in divergences})
+    return 2 * pairs * budget.steps
 
 
 def independent_critic(
