@@ -21,7 +21,7 @@ from gandiv.data.images import ImageData
 from gandiv.data.manifold import ICA, Circle, Line, random_mixing
 from gandiv.data.spread import SpreadNoise
 from gandiv.data.toy import Mixture, SwissRoll, ToyData, gaussian, grid25, ring8
-from gandiv.divergences import DIVERGENCES, get_divergence
+from gandiv.divergences import DIVERGENCES, FDivergence, get_divergence
 from gandiv.errors import UserError
 from gandiv.models import CouplingFlow, GaussianModel, LinearGenerator, MLPCritic, MLPGenerator
 from gandiv.models.base import GenerativeModel, LatentGenerator
@@ -290,6 +290,35 @@ def _spread_noise(cfg: Any) -> SpreadNoise:
     return SpreadNoise(cfg.noise, cfg.sigma, cfg.sigma_start, cfg.anneal_steps)
 
 
+def _ratio_target(cfg: C.ClassifierConfig) -> FDivergence | None:
+    """The row the ratio step descends (`objective.divergence`); the other steps take none."""
+    allowed = [name for name, row in DIVERGENCES.items() if not row.kinked]
+    if cfg.generator != "ratio":
+        if cfg.divergence is not None:
+            raise UserError(
+                "objective.divergence",
+                "only applies to objective.generator=ratio (the step that descends a chosen"
+                " divergence through the critic's log ratio); remove it or set that",
+            )
+        return None
+    if cfg.divergence is None:
+        raise UserError(
+            "objective.divergence",
+            "objective.generator=ratio needs the divergence to descend: one of"
+            f" {', '.join(allowed)}",
+        )
+    if cfg.divergence not in allowed:
+        why = (
+            " (total variation's first variation is a step: no gradient almost everywhere)"
+            if cfg.divergence in DIVERGENCES
+            else ""
+        )
+        raise UserError(
+            "objective.divergence", f"'{cfg.divergence}' is not one of: {', '.join(allowed)}{why}"
+        )
+    return DIVERGENCES[cfg.divergence]
+
+
 def build_objective(
     cfg: Any,
     data: ToyData | ImageData,
@@ -397,11 +426,7 @@ def build_objective(
         spread=_spread_noise(cfg) if cfg.noise != "none" else None,
         spread_samples=cfg.samples,
         log_ratio_bound=cfg.log_ratio_bound,
-        ratio_target=(
-            get_divergence(cfg.divergence)
-            if isinstance(cfg, C.ClassifierConfig) and cfg.divergence is not None
-            else None
-        ),
+        ratio_target=_ratio_target(cfg) if isinstance(cfg, C.ClassifierConfig) else None,
         packing=cfg.packing,
     )
 

@@ -22,7 +22,6 @@ from typing import Any
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
-from gandiv.divergences import DIVERGENCES
 from gandiv.errors import UserError
 
 
@@ -591,35 +590,6 @@ def _group(cfg: DictConfig, group: str, options: dict[str, type]) -> Any:
     return to_schema(group, node, options[name])
 
 
-def _check_ratio_target(objective: ClassifierConfig) -> None:
-    """The ratio step needs `objective.divergence`; the other steps take none."""
-    allowed = [name for name, row in DIVERGENCES.items() if not row.kinked]
-    if objective.generator != "ratio":
-        if objective.divergence is not None:
-            raise UserError(
-                "objective.divergence",
-                "only applies to objective.generator=ratio (the step that descends a chosen"
-                " divergence through the critic's log ratio); remove it or set that",
-            )
-        return
-    if objective.divergence is None:
-        raise UserError(
-            "objective.divergence",
-            "objective.generator=ratio needs the divergence to descend: one of"
-            f" {', '.join(allowed)}",
-        )
-    if objective.divergence not in allowed:
-        why = (
-            " (total variation's first variation is a step: no gradient almost everywhere)"
-            if objective.divergence in DIVERGENCES
-            else ""
-        )
-        raise UserError(
-            "objective.divergence",
-            f"'{objective.divergence}' is not one of: {', '.join(allowed)}{why}",
-        )
-
-
 _TOP_KEYS = ("dataset", "model", "objective", "critic", "trainer", "plot", "resume")
 
 
@@ -639,8 +609,6 @@ def validate_train_config(cfg: DictConfig) -> TrainConfig:
             raise UserError(
                 "objective.pi", "only applies to objective.divergence=js_pi; remove it or set that"
             )
-    if isinstance(objective, ClassifierConfig):
-        _check_ratio_target(objective)
     config = TrainConfig(
         dataset=_group(cfg, "dataset", DATASETS),
         model=_group(cfg, "model", MODELS),

@@ -244,6 +244,25 @@ CATALOGUE = [
         "squared_hellinger, jeffrey, js, gan, total_variation, triangular\n",
     ),
     (["train", "objective=fgan", "objective.generator=logit"], "objective.generator: 'logit'"),
+    (
+        ["train", "objective=gan", "objective.divergence=kl"],
+        "objective.divergence: only applies to objective.generator=ratio",
+    ),
+    (
+        ["train", "objective=js_pi", "objective.generator=ratio"],
+        "objective.divergence: objective.generator=ratio needs the divergence to descend",
+    ),
+    (
+        [
+            "train",
+            "objective=gan",
+            "objective.generator=ratio",
+            "objective.divergence=total_variation",
+        ],
+        "objective.divergence: 'total_variation' is not one of:",
+    ),
+    (["train", "objective=lsgan", "objective.coding=zero"], "objective.coding: 'zero'"),
+    (["train", "objective=hinge", "objective.generator=ratio"], "objective.generator: unknown key"),
     (["train", "objective=gan", "objective.gradient_penalty=-1"], "gradient_penalty: must be >= 0"),
     (
         ["train", "objective=gan", "objective.packing=3", "trainer.batch_size=64"],
