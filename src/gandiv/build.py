@@ -361,33 +361,22 @@ def build_objective(
         return Direct(data, row, grid_points)
     if isinstance(cfg, C.MMDConfig):
         return _mmd(cfg, data, model)
-    if isinstance(cfg, C.GameConfig) and not isinstance(cfg, C.AdversarialConfig):  # lsgan, hinge
-        spread = _spread_noise(cfg) if cfg.noise != "none" else None
-        critic_net = build_critic(critic, data.dim, image_size, cfg.packing)
-        if isinstance(cfg, C.LSGANConfig):
-            return _checked(
-                "objective",
-                lambda: LeastSquares(
-                    cfg.name,
-                    critic_net,
-                    C.LSGAN_CODINGS[cfg.coding],
-                    cfg.generator,
-                    gradient_penalty=cfg.gradient_penalty,
-                    critic_ema=critic.ema,
-                    spread=spread,
-                    spread_samples=cfg.samples,
-                    packing=cfg.packing,
-                ),
-            )
-        return Hinge(
-            cfg.name,
-            critic_net,
-            gradient_penalty=cfg.gradient_penalty,
-            critic_ema=critic.ema,
-            spread=spread,
-            spread_samples=cfg.samples,
-            packing=cfg.packing,
+    # every game with a critic: its network and the options its config group shares
+    critic_net = build_critic(critic, data.dim, image_size, cfg.packing)
+    game = {
+        "gradient_penalty": cfg.gradient_penalty,
+        "critic_ema": critic.ema,
+        "spread": _spread_noise(cfg) if cfg.noise != "none" else None,
+        "spread_samples": cfg.samples,
+        "packing": cfg.packing,
+    }
+    if isinstance(cfg, C.LSGANConfig):
+        coding = C.LSGAN_CODINGS[cfg.coding]
+        return _checked(
+            "objective", lambda: LeastSquares(cfg.name, critic_net, coding, cfg.generator, **game)
         )
+    if not isinstance(cfg, C.AdversarialConfig):  # hinge
+        return Hinge(cfg.name, critic_net, **game)
     target = None
     if isinstance(cfg, C.FGANConfig):
         if cfg.divergence == "js_pi":
@@ -417,17 +406,13 @@ def build_objective(
         target = get_divergence(target_name) if target_name else None
     return VariationalDivergence(
         cfg.name,
-        build_critic(critic, data.dim, image_size, cfg.packing),
+        critic_net,
         row,
         step,
-        gradient_penalty=cfg.gradient_penalty,
-        critic_ema=critic.ema,
         target=target,
-        spread=_spread_noise(cfg) if cfg.noise != "none" else None,
-        spread_samples=cfg.samples,
         log_ratio_bound=cfg.log_ratio_bound,
         ratio_target=_ratio_target(cfg) if isinstance(cfg, C.ClassifierConfig) else None,
-        packing=cfg.packing,
+        **game,
     )
 
 

@@ -149,8 +149,11 @@ def evaluate_run(path: Path, options: C.EvalConfig) -> dict[str, Any]:
     )
     settings = options.eval
     critic = settings.critic
+    steps, why = critic_steps(critic.steps, False, device)
+    if critic.divergences:
+        log.info(why)
     budget = CriticBudget(
-        steps=critic_steps(critic.steps, False, device)[0],
+        steps=steps,
         batch_size=critic.batch_size,
         lr=critic.lr,
         ema=critic.ema,
@@ -364,8 +367,9 @@ def evaluate(cfg: DictConfig) -> None:
     root = Path(options.run)
     single = (root / ".hydra" / "config.yaml").is_file()
     runs = [root] if single else sorted(p.parent.parent for p in root.glob("*/.hydra/config.yaml"))
+    jobs: list[dict[str, Any]] = []
     if not single:  # every job's files are read, every summary's place checked, before writing
-        job_rows(root)
+        jobs = job_rows(root)
         check_summary_places(root, (*SUMMARY_FILES, "eval.csv"))
     rows = []
     for path in runs:
@@ -391,7 +395,8 @@ def evaluate(cfg: DictConfig) -> None:
         log.info("eval of %s at step %d: %s", path, report["step"], shown)
     if not single:
         write_summary_file(root / "eval.csv", csv_text(rows).encode())
-        write_sweep_summary(root)  # sweep.csv and sweep.png too (e.g. for a sweep run elsewhere)
+        # sweep.csv and sweep.png too (e.g. for a sweep run elsewhere), from the rows read above
+        write_sweep_summary(root, jobs)
         failed = [r["job"] for r in rows if r["status"] != "ok"]
         if failed:
             raise UserError(

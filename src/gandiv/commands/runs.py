@@ -47,28 +47,39 @@ def load_run(path: Path) -> tuple[C.TrainConfig, dict[str, Any]]:
     run = RunDirectory(path)
     config = C.load_train_config(run.config_path)
     state = run.load_checkpoint()
-    check_trained(run, state, config)
+    check_trained(run, state)
     return config, state
 
 
-def check_trained(run: RunDirectory, state: dict[str, Any], config: C.TrainConfig) -> None:
-    """A checkpoint worth evaluating or drawing: a step the run could have reached, and finite
+def step_in_range(state: dict[str, Any], most: int) -> bool:
+    """Whether the checkpoint's step is a whole number a run of `most` steps could reach."""
+    step = state.get("step")
+    return isinstance(step, int) and not isinstance(step, bool) and 0 <= step <= most
+
+
+def nonfinite_parameters(state: dict[str, Any]) -> list[str]:
+    """The model's and objective's floating-point entries of a checkpoint holding NaN/Inf."""
+    return [
+        f"{part}.{name}"
+        for part in ("model", "objective")
+        for name, value in (state.get(part) or {}).items()
+        if isinstance(value, torch.Tensor)
+        and value.is_floating_point()
+        and not bool(value.isfinite().all())
+    ]
+
+
+def check_trained(run: RunDirectory, state: dict[str, Any]) -> None:
+    """A checkpoint worth evaluating or drawing: a step a run could have reached, and finite
     parameters (a diverged run's are NaN/Inf: exit 3, as training reports it)."""
-    step = state["step"]
-    if not isinstance(step, int) or isinstance(step, bool) or not 0 <= step <= C.MAX_INT:
+    step = state.get("step")
+    if not step_in_range(state, C.MAX_INT):
         raise UserError(
             str(run.checkpoint_path),
             f"records step {step!r}, which no run reaches (a step is a whole number >= 0); "
             "the checkpoint is damaged",
         )
-    bad = [
-        f"{part}.{name}"
-        for part in ("model", "objective")
-        for name, value in (state[part] or {}).items()
-        if isinstance(value, torch.Tensor)
-        and value.is_floating_point()
-        and not bool(value.isfinite().all())
-    ]
+    bad = nonfinite_parameters(state)
     if bad:
         raise NumericalError(
             f"{run.checkpoint_path}: the parameters are non-finite (NaN/Inf) at step {step} "

@@ -42,7 +42,9 @@ from gandiv.commands.runs import (
     check_threads,
     ideal_search,
     image_size,
+    nonfinite_parameters,
     run_figures,
+    step_in_range,
 )
 from gandiv.data.images import ImageData, ImageSplits
 from gandiv.data.splits import ToySplits
@@ -104,22 +106,27 @@ def differences(old: Any, new: Any, prefix: str = "") -> list[str]:
 
 def _check_checkpoint(run: RunDirectory, state: dict[str, Any]) -> None:
     """A checkpoint to continue from holds finite parameters and a step its run could reach."""
-    step, planned = state["step"], state["config"]["trainer"]["steps"]
-    if not isinstance(step, int) or isinstance(step, bool) or not 0 <= step <= int(planned):
+    try:
+        planned = int(state["config"]["trainer"]["steps"])
+    except (KeyError, TypeError, ValueError):
         raise UserError(
             str(run.checkpoint_path),
-            f"records step {step!r}, which its run of {planned} steps cannot have reached; the "
-            "file is damaged, so the run cannot be resumed from it",
+            "holds no readable trainer.steps in its config; the file is damaged, so the run "
+            "cannot be resumed from it",
+        ) from None
+    if not step_in_range(state, planned):
+        raise UserError(
+            str(run.checkpoint_path),
+            f"records step {state.get('step')!r}, which its run of {planned} steps cannot have "
+            "reached; the file is damaged, so the run cannot be resumed from it",
         )
-    for part in ("model", "objective"):
-        for name, value in state[part].items():
-            finite = not isinstance(value, torch.Tensor) or not value.is_floating_point()
-            if not finite and not bool(torch.isfinite(value).all()):
-                raise UserError(
-                    str(run.checkpoint_path),
-                    f"holds non-finite values ({part} {name}); a run cannot continue from them: "
-                    "train a new run (lower trainer.lr, or another trainer.seed)",
-                )
+    bad = nonfinite_parameters(state)
+    if bad:
+        raise UserError(
+            str(run.checkpoint_path),
+            f"holds non-finite values ({', '.join(bad[:3])}); a run cannot continue from them: "
+            "train a new run (lower trainer.lr, or another trainer.seed)",
+        )
 
 
 def _check_resumable(

@@ -39,7 +39,7 @@ from (P * K)^m).
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -284,49 +284,33 @@ class LeastSquares(VariationalDivergence):
         critic: nn.Module,
         coding: tuple[float, float, float],
         generator_loss: str,
-        gradient_penalty: float = 0.0,
-        critic_ema: float = 0.0,
-        spread: SpreadNoise | None = None,
-        spread_samples: int = 1,
-        packing: int = 1,
+        **options: Any,  # gradient_penalty, critic_ema, spread, spread_samples, packing
     ) -> None:
         a, b, _ = coding
         if a == b:
             raise ValueError("the codes a (fake) and b (real) must differ")
-        triangular = DIVERGENCES["triangular"]
-        super().__init__(
-            name,
-            critic,
-            triangular,
-            generator_loss,
-            gradient_penalty=gradient_penalty,
-            critic_ema=critic_ema,
-            target=None,
-            spread=spread,
-            spread_samples=spread_samples,
-            packing=packing,
-        )
+        row = DIVERGENCES["triangular"]
+        super().__init__(name, critic, row, generator_loss, target=None, **options)
         self.coding = coding
 
     @property
     def loss_key(self) -> tuple[object, ...]:
         return (*super().loss_key, self.coding)
 
-    def _squares(self, v_real: Tensor, v_fake: Tensor) -> tuple[Tensor, Tensor]:
+    def _loss(self, v_real: Tensor, v_fake: Tensor) -> Tensor:
         a, b, _ = self.coding
-        return (v_real - b).square().mean(-1), (v_fake - a).square().mean(-1)
+        return 0.5 * ((v_real - b).square().mean(-1) + (v_fake - a).square().mean(-1))
+
+    def _bound_of(self, loss: Tensor) -> Tensor:
+        a, b, _ = self.coding
+        return 2.0 - 8.0 * loss / (b - a) ** 2
 
     def bound(self, v_real: Tensor, v_fake: Tensor) -> Tensor:
-        a, b, _ = self.coding
-        real, fake = self._squares(v_real, v_fake)
-        return 2.0 - 4.0 * (real + fake) / (b - a) ** 2
+        return self._bound_of(self._loss(v_real, v_fake))
 
     def critic_terms(self, v_real: Tensor, v_fake: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        real, fake = self._squares(v_real, v_fake)
-        a, b, _ = self.coding
-        loss = 0.5 * (real + fake)
-        bound = 2.0 - 8.0 * loss / (b - a) ** 2
-        return loss, {"critic_loss": loss.detach(), "bound": bound.detach()}
+        loss = self._loss(v_real, v_fake)
+        return loss, {"critic_loss": loss.detach(), "bound": self._bound_of(loss).detach()}
 
     def model_terms(self, v: Tensor) -> Tensor:
         a, b, c = self.coding
@@ -351,36 +335,20 @@ class Hinge(VariationalDivergence):
 
     generator_losses: ClassVar[tuple[str, ...]] = ("hinge",)
 
-    def __init__(
-        self,
-        name: str,
-        critic: nn.Module,
-        gradient_penalty: float = 0.0,
-        critic_ema: float = 0.0,
-        spread: SpreadNoise | None = None,
-        spread_samples: int = 1,
-        packing: int = 1,
-    ) -> None:
-        super().__init__(
-            name,
-            critic,
-            DIVERGENCES["total_variation"],
-            "hinge",
-            gradient_penalty=gradient_penalty,
-            critic_ema=critic_ema,
-            target=None,
-            spread=spread,
-            spread_samples=spread_samples,
-            packing=packing,
-        )
+    def __init__(self, name: str, critic: nn.Module, **options: Any) -> None:
+        row = DIVERGENCES["total_variation"]
+        super().__init__(name, critic, row, "hinge", target=None, **options)
+
+    @staticmethod
+    def _loss(v_real: Tensor, v_fake: Tensor) -> Tensor:
+        relu = torch.nn.functional.relu
+        return relu(1.0 - v_real).mean(-1) + relu(1.0 + v_fake).mean(-1)
 
     def bound(self, v_real: Tensor, v_fake: Tensor) -> Tensor:
-        loss, _ = self.critic_terms(v_real, v_fake)
-        return 1.0 - 0.5 * loss
+        return 1.0 - 0.5 * self._loss(v_real, v_fake)
 
     def critic_terms(self, v_real: Tensor, v_fake: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        relu = torch.nn.functional.relu
-        loss = relu(1.0 - v_real).mean(-1) + relu(1.0 + v_fake).mean(-1)
+        loss = self._loss(v_real, v_fake)
         return loss, {"critic_loss": loss.detach(), "bound": (1.0 - 0.5 * loss).detach()}
 
     def model_terms(self, v: Tensor) -> Tensor:
