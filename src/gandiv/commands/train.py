@@ -124,7 +124,9 @@ def _check_checkpoint(run: RunDirectory, state: dict[str, Any]) -> None:
     if bad:
         raise UserError(
             str(run.checkpoint_path),
-            f"holds non-finite values ({', '.join(bad[:3])}); a run cannot continue from them: "
+            # (named "model NAME", as this message always has)
+            f"holds non-finite values ({', '.join(b.replace('.', ' ', 1) for b in bad[:3])}); "
+            "a run cannot continue from them: "
             "train a new run (lower trainer.lr, or another trainer.seed)",
         )
 
